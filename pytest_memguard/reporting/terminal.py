@@ -1,0 +1,89 @@
+"""The terminal summary section and the per-test failure details (tabulate)."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Mapping, Sequence
+
+from tabulate import tabulate
+
+from ..limits import LIMIT_KEYS, Breach, Limit, measured_value
+from ..record import MemoryRecord, Verdict
+from ..units import format_size
+
+__all__ = ["render_details", "render_summary"]
+
+
+def _size(value: int | None, *, signed: bool = False) -> str:
+    return "-" if value is None else format_size(value, signed=signed)
+
+
+def _columns(records: Sequence[MemoryRecord]) -> list[tuple[str, Callable[[MemoryRecord], str]]]:
+    """Only the columns some record has a figure for, so a plain run stays narrow."""
+    columns: list[tuple[str, Callable[[MemoryRecord], str]]] = [
+        ("test", lambda r: r.nodeid),
+        ("peak RSS", lambda r: _size(r.measurement.rss_peak)),
+        ("retained RSS", lambda r: _size(r.measurement.rss_retained, signed=True)),
+    ]
+    if any(r.measurement.heap_peak is not None for r in records):
+        columns.append(("peak heap", lambda r: _size(r.measurement.heap_peak)))
+        columns.append(("retained heap", lambda r: _size(r.measurement.heap_retained, signed=True)))
+    if any(r.measurement.fds_gained for r in records):
+        columns.append(("fds gained", lambda r: str(r.measurement.fds_gained or 0)))
+    columns.append(("verdict", lambda r: r.verdict))
+    return columns
+
+
+def _table(records: Sequence[MemoryRecord], columns: list[tuple[str, Callable[[MemoryRecord], str]]]) -> str:
+    rows = [[render(record) for _, render in columns] for record in records]
+    align = ["left"] + ["right"] * (len(columns) - 2) + ["left"]
+    return tabulate(rows, headers=[name for name, _ in columns], colalign=align, disable_numparse=True)
+
+
+def _top(records: Iterable[MemoryRecord], key: Callable[[MemoryRecord], int], count: int) -> list[MemoryRecord]:
+    # Ties broken by node id so the table is the same with and without xdist.
+    return sorted(records, key=lambda r: (-key(r), r.nodeid))[:count]
+
+
+def render_summary(records: Sequence[MemoryRecord], *, top: int, brief: bool, notes: Sequence[str] = ()) -> str:
+    """The ``memguard`` section: a headline, the heaviest tests, every breach."""
+    over = [r for r in records if r.verdict == Verdict.OVER_LIMIT]
+    headline = f"{len(records)} tests measured"
+    if over:
+        headline += f", {len(over)} over limit"
+    if records:
+        heaviest = max(records, key=lambda r: (r.measurement.rss_peak, r.nodeid))
+        headline += f"; highest peak RSS {format_size(heaviest.measurement.rss_peak)} ({heaviest.nodeid})"
+    lines = [headline]
+    if not brief and top and records:
+        columns = _columns(records)
+        lines += ["", f"Top {min(top, len(records))} by peak RSS:"]
+        lines.append(_table(_top(records, lambda r: r.measurement.rss_peak, top), columns))
+        lines += ["", f"Top {min(top, len(records))} by retained RSS:"]
+        lines.append(_table(_top(records, lambda r: r.measurement.rss_retained, top), columns))
+    if over:
+        lines += ["", "Over limit:"]
+        lines += [f"  {r.nodeid}: {r.message}" for r in sorted(over, key=lambda r: r.nodeid)]
+    lines += [f"note: {note}" for note in notes]
+    return "\n".join(lines)
+
+
+def render_details(record: MemoryRecord, limits: Mapping[str, Limit], breaches: Sequence[Breach]) -> str:
+    """The ``memguard`` report section of a failed test: every figure against its limit."""
+    breached = {breach.limit.key for breach in breaches}
+    rows = []
+    for key, label in LIMIT_KEYS.items():
+        value = measured_value(record.measurement, key)
+        limit = limits.get(key)
+        if value is None and limit is None:
+            continue
+        shown = "-" if value is None else (str(value) if key == "fds" else format_size(value))
+        rows.append(
+            [
+                label,
+                shown,
+                "-" if limit is None else limit.shown(),
+                "-" if limit is None else limit.source,
+                "OVER" if key in breached else "ok",
+            ]
+        )
+    return tabulate(rows, headers=["figure", "measured", "limit", "limit from", "status"], disable_numparse=True)

@@ -1,0 +1,184 @@
+"""The plugin object: measures each test, judges it, collects records, prints the summary.
+
+Per test it runs pytest's own protocol with logging held back (as pytest-rerunfailures
+and pytest-leaks do), so the verdict, known only after teardown, can fail the
+*call* report: a breach reads ``FAILED``, not an error at teardown. Reports are
+then logged as usual, which is also how they reach the xdist controller.
+"""
+
+from __future__ import annotations
+
+import gc
+from typing import TYPE_CHECKING, Optional
+
+import pytest
+from _pytest.runner import runtestprotocol  # the one private import: owning the protocol needs it
+
+from .limits import RETAINED_KEYS, Limit, LimitError, check_limits, merge_limits, parse_limits
+from .record import MemoryRecord, Verdict
+from .reporting.terminal import render_details, render_summary
+from .settings import Settings
+from .tracker import Measurement, Start, Tracker
+
+if TYPE_CHECKING:
+    from _pytest._code.code import TerminalRepr
+    from _pytest.nodes import Node
+
+__all__ = ["MemguardSession", "MemoryLimitExceeded"]
+
+MARKER = "memguard"
+
+
+class MemoryLimitExceeded(Exception):
+    """Raised (and caught) only to give a breach a one-line failure pytest can render and ship."""
+
+
+# The crash line reads "MemoryLimitExceeded: peak RSS ..." rather than the dotted path,
+# which would push the figures off the short test summary.
+MemoryLimitExceeded.__module__ = "builtins"
+
+
+class _Plan:
+    """What to do with one collected test: its resolved limits, or why its marker is invalid."""
+
+    __slots__ = ("error", "limits")
+
+    def __init__(self, limits: dict[str, Limit], error: Optional[str] = None) -> None:
+        self.limits = limits
+        self.error = error
+
+
+_PLAN = pytest.StashKey[_Plan]()
+
+
+def _describe_node(node: Node) -> str:
+    if isinstance(node, pytest.Class):
+        return f"@pytest.mark.memguard on class {node.name}"
+    if isinstance(node, pytest.Module):
+        return f"pytestmark in {node.name}"
+    return f"@pytest.mark.memguard on {node.name}"
+
+
+class MemguardSession:
+    """Registered as ``memguard-session`` in every process (controller and xdist workers)."""
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        self.tracker = Tracker(trace=settings.trace)
+        self.records: list[MemoryRecord] = []
+        self.is_worker = hasattr(config, "workerinput")
+
+    # -- collection: decide which tests are measured, validate their markers ---
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        global_limits = self.settings.limits
+        for item in items:
+            marked = list(item.iter_markers_with_node(MARKER))
+            if not marked and not self.settings.measure_all:
+                continue
+            try:
+                layers = [self._marker_limits(node, mark) for node, mark in marked]
+            except LimitError as exc:
+                item.stash[_PLAN] = _Plan({}, f"memguard: invalid marker on {item.nodeid}: {exc}")
+                continue
+            item.stash[_PLAN] = _Plan(merge_limits([*layers, global_limits]))
+
+    @staticmethod
+    def _marker_limits(node: Node, mark: pytest.Mark) -> dict[str, Optional[Limit]]:
+        source = _describe_node(node)
+        if mark.args:
+            raise LimitError(f"{source} takes keywords only, e.g. memguard(peak='50 MB'), got {mark.args!r}")
+        try:
+            return parse_limits(mark.kwargs, source)
+        except LimitError as exc:
+            raise LimitError(f"{exc} ({source})") from None
+
+    # -- running ------------------------------------------------------------
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        plan = item.stash.get(_PLAN, None)
+        if plan is not None and plan.error is not None:
+            pytest.fail(plan.error, pytrace=False)
+
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: Optional[pytest.Item]) -> Optional[bool]:
+        plan = item.stash.get(_PLAN, None)
+        if plan is None or plan.error is not None:
+            return None  # pytest's own protocol; a bad marker fails in setup
+        ihook = item.ihook
+        ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        start = self.tracker.start()
+        reports = runtestprotocol(item, nextitem=nextitem, log=False)
+        measurement = self.tracker.finish(start)
+        if any(report.when == "call" for report in reports):
+            self._judge(item, plan, start, measurement, reports)
+        for report in reports:
+            ihook.pytest_runtest_logreport(report=report)
+        ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+        return True
+
+    def _judge(
+        self,
+        item: pytest.Item,
+        plan: _Plan,
+        start: Start,
+        measurement: Measurement,
+        reports: list[pytest.TestReport],
+    ) -> None:
+        breaches = check_limits(measurement, plan.limits)
+        if any(breach.limit.key in RETAINED_KEYS for breach in breaches):
+            # Garbage the cycle collector has not reached yet is not "retained":
+            # pay for a full collection only when it could clear a breach.
+            gc.collect()
+            again = self.tracker.finish(start)
+            measurement = measurement._replace(
+                rss_retained=again.rss_retained, heap_retained=again.heap_retained, fds_gained=again.fds_gained
+            )
+            breaches = check_limits(measurement, plan.limits)
+        message = "; ".join(breach.message() for breach in breaches)
+        verdict = Verdict.OVER_LIMIT if breaches else Verdict.OK
+        record = MemoryRecord(item.nodeid, measurement, verdict, message)
+        properties = record.to_properties()
+        for report in reports:
+            report.user_properties.extend(properties)
+            if breaches:
+                report.sections.append(("memguard", render_details(record, plan.limits, breaches)))
+        call = next(report for report in reports if report.when == "call")
+        if breaches and call.passed:
+            call.outcome = "failed"
+            call.longrepr = _failure_repr(message)
+
+    # -- collecting records (on the controller under xdist) -----------------
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "teardown" or self.is_worker:
+            return
+        record = MemoryRecord.from_properties(report.nodeid, report.user_properties)
+        if record is not None:
+            self.records.append(record)
+
+    # -- output -------------------------------------------------------------
+    def pytest_report_header(self, config: pytest.Config) -> Optional[str]:
+        if not self.settings.measure_all:
+            return None
+        return f"memguard: {self.tracker.describe()}"
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if self.is_worker or (not self.records and not self.settings.measure_all):
+            return
+        verbosity = self.config.get_verbosity()
+        if verbosity < -1:
+            return
+        text = render_summary(self.records, top=self.settings.top, brief=verbosity < 0, notes=self.tracker.notes)
+        terminalreporter.write_sep("=", "memguard")
+        terminalreporter.write_line(text)
+
+    def close(self) -> None:
+        self.tracker.close()
+
+
+def _failure_repr(message: str) -> TerminalRepr:
+    """A longrepr that shows the message alone and keeps it as the crash line (``FAILED … - …``)."""
+    try:
+        raise MemoryLimitExceeded(message)
+    except MemoryLimitExceeded:
+        return pytest.ExceptionInfo.from_current().getrepr(style="value")
