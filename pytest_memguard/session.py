@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Optional
 import pytest
 from _pytest.runner import runtestprotocol  # the one private import: owning the protocol needs it
 
-from .limits import RETAINED_KEYS, Limit, LimitError, check_limits, merge_limits, parse_limits
+from .limits import HEAP_KEYS, RETAINED_KEYS, Limit, LimitError, check_limits, merge_limits, parse_limits
 from .record import MemoryRecord, Verdict
 from .reporting.terminal import render_details, render_summary
 from .settings import Settings
@@ -82,7 +82,10 @@ class MemguardSession:
             except LimitError as exc:
                 item.stash[_PLAN] = _Plan({}, f"memguard: invalid marker on {item.nodeid}: {exc}")
                 continue
-            item.stash[_PLAN] = _Plan(merge_limits([*layers, global_limits]))
+            limits = merge_limits([*layers, global_limits])
+            if not self.tracker.tracing and HEAP_KEYS.intersection(limits):
+                self.tracker.enable_tracing()  # a heap limit is meaningless without tracemalloc
+            item.stash[_PLAN] = _Plan(limits)
 
     @staticmethod
     def _marker_limits(node: Node, mark: pytest.Mark) -> dict[str, Optional[Limit]]:

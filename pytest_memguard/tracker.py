@@ -27,6 +27,9 @@ __all__ = ["Measurement", "Start", "Tracker"]
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _SAMPLE_INTERVAL_S = 0.002
+# A test whose RSS rose by this much may only look that way because the C allocator
+# keeps freed pages; give them back (malloc_trim) and read again before calling it retained.
+_TRIM_AT_BYTES = 1024 * 1024
 
 
 class Measurement(NamedTuple):
@@ -134,6 +137,21 @@ class _Sampler:
         self._thread.join(timeout=1)
 
 
+def _malloc_trim() -> Optional[Callable[[], object]]:
+    """glibc's ``malloc_trim(0)``: returns free heap pages to the OS (~1 µs when there are none)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, ...)
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return lambda: trim(0)
+
+
 def high_water_mark_resettable() -> bool:
     """Whether this process can reset and read its kernel RSS high-water mark."""
     if not sys.platform.startswith("linux"):
@@ -170,9 +188,21 @@ class Tracker:
         self._process = psutil.Process()
         self._read_lifetime_peak = _lifetime_peak_reader()
         self._count_fds: Optional[Callable[[], int]] = None
+        self._trim: Optional[Callable[[], object]] = None
         self.notes: list[str] = []
 
     # -- set-up -------------------------------------------------------------
+    @property
+    def tracing(self) -> bool:
+        return self._trace
+
+    def enable_tracing(self) -> None:
+        """Turn heap figures on (a heap limit needs them even without ``--memguard-trace``)."""
+        self._trace = True
+        if self._ready and not tracemalloc.is_tracing():
+            tracemalloc.start(self._trace_frames)
+            self._started_tracing = True
+
     def _prepare(self) -> None:
         self._ready = True
         if sys.platform.startswith("linux"):
@@ -195,6 +225,9 @@ class Tracker:
         if self._trace and not tracemalloc.is_tracing():
             tracemalloc.start(self._trace_frames)
             self._started_tracing = True
+        self._trim = _malloc_trim()
+        if self._trim is not None:
+            self._trim()  # start the first test from a heap without collection-time leftovers
 
     def describe(self) -> str:
         """One line for the run header: how peak and heap are measured."""
@@ -243,6 +276,9 @@ class Tracker:
             heap_peak = max(0, heap_peak_abs - start.heap)
         rss = self._rss()
         peak = self._peak_rss(start, rss)
+        if self._trim is not None and rss - start.rss >= _TRIM_AT_BYTES:
+            self._trim()
+            rss = self._rss()
         fds = self._count_fds() if self._count_fds and start.fds is not None else None
         return Measurement(
             rss_peak=max(0, peak - start.rss),

@@ -47,7 +47,7 @@ def _top(records: Iterable[MemoryRecord], key: Callable[[MemoryRecord], int], co
 def render_summary(records: Sequence[MemoryRecord], *, top: int, brief: bool, notes: Sequence[str] = ()) -> str:
     """The ``memguard`` section: a headline, the heaviest tests, every breach."""
     over = [r for r in records if r.verdict == Verdict.OVER_LIMIT]
-    headline = f"{len(records)} tests measured"
+    headline = f"{len(records)} test{'' if len(records) == 1 else 's'} measured"
     if over:
         headline += f", {len(over)} over limit"
     if records:

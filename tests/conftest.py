@@ -1,0 +1,29 @@
+"""Shared helpers for pytest-memguard's own tests."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+
+def junit_properties(path: Path) -> dict[str, dict[str, str]]:
+    """``{test name: {property: value}}`` from a JUnit XML file written by ``--junitxml``."""
+    found: dict[str, dict[str, str]] = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        found[case.get("name", "")] = {prop.get("name", ""): prop.get("value", "") for prop in case.iter("property")}
+    return found
+
+
+@pytest.fixture
+def run_measured(pytester: pytest.Pytester):
+    """Run pytest in a subprocess (memory and tracemalloc are process state) with --junitxml;
+    return the result and the memguard properties per test name."""
+
+    def run(*args: str) -> tuple[pytest.RunResult, dict[str, dict[str, str]]]:
+        xml = pytester.path / "junit.xml"
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--junitxml={xml}", *args)
+        return result, (junit_properties(xml) if xml.exists() else {})
+
+    return run
