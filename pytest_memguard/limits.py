@@ -138,6 +138,8 @@ def measured_value(measurement: Measurement, key: str) -> Optional[int]:
 
 def check_limits(measurement: Measurement, limits: Mapping[str, Limit]) -> list[Breach]:
     """Every limit the measurement exceeds, in keyword order."""
+    if not limits:
+        return []
     breaches = []
     for key in LIMIT_KEYS:
         limit = limits.get(key)

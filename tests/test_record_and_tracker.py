@@ -101,3 +101,15 @@ def test_sampling_fallback_still_finds_the_peak(monkeypatch: pytest.MonkeyPatch)
         assert any("sampled" in note for note in measuring.notes)
     finally:
         measuring.close()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="Linux /proc only")
+def test_both_linux_fd_counters_agree() -> None:
+    by_listing = tracker_module._count_fds_linux()
+    assert tracker_module._linux_fd_counter()() == by_listing
+    read_end, write_end = os.pipe()
+    try:
+        assert tracker_module._linux_fd_counter()() == by_listing + 2
+    finally:
+        os.close(read_end)
+        os.close(write_end)
