@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Iterable, NamedTuple, Optional
 
+from .baseline import Finding
+from .tolerance import FIGURES
 from .tracker import Measurement
 
 __all__ = ["PREFIX", "MemoryRecord", "Verdict"]
@@ -36,13 +38,19 @@ _FIGURES = (
 )
 
 
+def figures_of(measurement: Measurement) -> dict[str, int]:
+    """The figures a baseline keeps (``rss_peak``, ...), leaving out those not measured."""
+    return {name: value for name in FIGURES if (value := getattr(measurement, name)) is not None}
+
+
 class MemoryRecord(NamedTuple):
-    """One measured test: its figures, its verdict, and why (for failures)."""
+    """One measured test: its figures, its verdict, why, and what moved against the baseline."""
 
     nodeid: str
     measurement: Measurement
     verdict: str = Verdict.OK
     message: str = ""
+    findings: tuple[Finding, ...] = ()
 
     def to_properties(self) -> list[tuple[str, object]]:
         """``(name, value)`` pairs for ``report.user_properties``; unmeasured figures are left out."""
@@ -51,6 +59,9 @@ class MemoryRecord(NamedTuple):
             for name, field in _FIGURES
             if getattr(self.measurement, field) is not None
         ]
+        for finding in self.findings:
+            props.append((f"memguard_baseline_{finding.figure}", finding.baseline))
+            props.append((f"memguard_tolerance_{finding.figure}", finding.threshold))
         props.append(("memguard_verdict", self.verdict))
         if self.message:
             props.append(("memguard_message", self.message))
@@ -62,19 +73,33 @@ class MemoryRecord(NamedTuple):
         found = {name: value for name, value in properties if isinstance(name, str) and name.startswith(PREFIX)}
         if "memguard_verdict" not in found:
             return None
-        figures: dict[str, Optional[int]] = {}
-        for name, field in _FIGURES:
-            value = found.get(name)
-            figures[field] = int(value) if isinstance(value, (int, float, str)) and value != "" else None
+        figures = {field: _as_int(found.get(name)) for name, field in _FIGURES}
+        measurement = Measurement(
+            rss_peak=figures["rss_peak"] or 0,
+            rss_retained=figures["rss_retained"] or 0,
+            heap_peak=figures["heap_peak"],
+            heap_retained=figures["heap_retained"],
+            fds_gained=figures["fds_gained"],
+        )
+        findings = []
+        for name, current in figures_of(measurement).items():
+            baseline = _as_int(found.get(f"memguard_baseline_{name}"))
+            threshold = _as_int(found.get(f"memguard_tolerance_{name}"))
+            if baseline is not None and threshold is not None:
+                findings.append(Finding(nodeid, name, baseline, current, threshold))
         return cls(
             nodeid=nodeid,
-            measurement=Measurement(
-                rss_peak=figures["rss_peak"] or 0,
-                rss_retained=figures["rss_retained"] or 0,
-                heap_peak=figures["heap_peak"],
-                heap_retained=figures["heap_retained"],
-                fds_gained=figures["fds_gained"],
-            ),
+            measurement=measurement,
             verdict=str(found["memguard_verdict"]),
             message=str(found.get("memguard_message", "")),
+            findings=tuple(findings),
         )
+
+
+def _as_int(value: object) -> Optional[int]:
+    """Property values come back as given in-process, or as strings from elsewhere."""
+    if isinstance(value, bool) or value is None or value == "":
+        return None
+    if isinstance(value, (int, float, str)):
+        return int(value)
+    return None

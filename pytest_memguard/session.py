@@ -14,10 +14,13 @@ from typing import TYPE_CHECKING, Optional
 import pytest
 from _pytest.runner import runtestprotocol  # the one private import: owning the protocol needs it
 
+from .baseline import BaselineError, Finding
+from .gate import BaselineGate, GateResult, lowest, verdict_for
 from .limits import HEAP_KEYS, RETAINED_KEYS, Limit, LimitError, check_limits, merge_limits, parse_limits
 from .record import MemoryRecord, Verdict
-from .reporting.terminal import render_details, render_summary
+from .reporting.terminal import render_details, render_gate, render_summary
 from .settings import Settings
+from .tolerance import Tolerance, ToleranceError, parse_figure_tolerances
 from .tracker import Measurement, Start, Tracker
 
 if TYPE_CHECKING:
@@ -27,6 +30,9 @@ if TYPE_CHECKING:
 __all__ = ["MemguardSession", "MemoryLimitExceeded"]
 
 MARKER = "memguard"
+REGRESSIONS_STAT = "memguard regressions"
+#: marker keywords that are not limits
+MARKER_OPTIONS = frozenset({"tolerance"})
 
 
 class MemoryLimitExceeded(Exception):
@@ -39,13 +45,19 @@ MemoryLimitExceeded.__module__ = "builtins"
 
 
 class _Plan:
-    """What to do with one collected test: its resolved limits, or why its marker is invalid."""
+    """What to do with one collected test: limits, tolerances, or why its marker is invalid."""
 
-    __slots__ = ("error", "limits")
+    __slots__ = ("error", "limits", "tolerances")
 
-    def __init__(self, limits: dict[str, Limit], error: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        limits: dict[str, Limit],
+        error: Optional[str] = None,
+        tolerances: Optional[dict[str, Tolerance]] = None,
+    ) -> None:
         self.limits = limits
         self.error = error
+        self.tolerances = tolerances
 
 
 _PLAN = pytest.StashKey[_Plan]()
@@ -68,6 +80,14 @@ class MemguardSession:
         self.tracker = Tracker(trace=settings.trace)
         self.records: list[MemoryRecord] = []
         self.is_worker = hasattr(config, "workerinput")
+        self.gate: Optional[BaselineGate] = None
+        self.gate_result: Optional[GateResult] = None
+        path = settings.baseline_path
+        if settings.measure_all and path is not None and (settings.update_baseline or path.exists()):
+            try:
+                self.gate = BaselineGate.load(path, settings.tolerances)
+            except BaselineError as exc:
+                raise pytest.UsageError(f"memguard: {exc}") from None
 
     # -- collection: decide which tests are measured, validate their markers ---
     @pytest.hookimpl(trylast=True)
@@ -79,23 +99,38 @@ class MemguardSession:
                 continue
             try:
                 layers = [self._marker_limits(node, mark) for node, mark in marked]
+                tolerances = self._marker_tolerances(marked)
             except LimitError as exc:
                 item.stash[_PLAN] = _Plan({}, f"memguard: invalid marker on {item.nodeid}: {exc}")
                 continue
             limits = merge_limits([*layers, global_limits])
             if not self.tracker.tracing and HEAP_KEYS.intersection(limits):
                 self.tracker.enable_tracing()  # a heap limit is meaningless without tracemalloc
-            item.stash[_PLAN] = _Plan(limits)
+            item.stash[_PLAN] = _Plan(limits, tolerances=tolerances)
 
     @staticmethod
     def _marker_limits(node: Node, mark: pytest.Mark) -> dict[str, Optional[Limit]]:
         source = _describe_node(node)
         if mark.args:
             raise LimitError(f"{source} takes keywords only, e.g. memguard(peak='50 MB'), got {mark.args!r}")
+        values = {key: value for key, value in mark.kwargs.items() if key not in MARKER_OPTIONS}
         try:
-            return parse_limits(mark.kwargs, source)
+            return parse_limits(values, source)
         except LimitError as exc:
             raise LimitError(f"{exc} ({source})") from None
+
+    def _marker_tolerances(self, marked: list[tuple[Node, pytest.Mark]]) -> Optional[dict[str, Tolerance]]:
+        """``tolerance="20%"`` (every figure) or ``tolerance={"rss": "20%"}``; nearest marker wins."""
+        for node, mark in marked:
+            if "tolerance" not in mark.kwargs:
+                continue
+            spec = mark.kwargs["tolerance"]
+            values = spec if isinstance(spec, dict) else {"all": spec}
+            try:
+                return parse_figure_tolerances(values, self.settings.tolerances.defaults, "tolerance")
+            except ToleranceError as exc:
+                raise LimitError(f"{exc} ({_describe_node(node)})") from None
+        return None
 
     # -- running ------------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
@@ -114,7 +149,7 @@ class MemguardSession:
         reports = runtestprotocol(item, nextitem=nextitem, log=False)
         measurement = self.tracker.finish(start)
         if any(report.when == "call" for report in reports):
-            self._judge(item, plan, start, measurement, reports)
+            self._judge(item, nextitem, plan, start, measurement, reports)
         for report in reports:
             ihook.pytest_runtest_logreport(report=report)
         ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
@@ -123,6 +158,7 @@ class MemguardSession:
     def _judge(
         self,
         item: pytest.Item,
+        nextitem: Optional[pytest.Item],
         plan: _Plan,
         start: Start,
         measurement: Measurement,
@@ -138,9 +174,12 @@ class MemguardSession:
                 rss_retained=again.rss_retained, heap_retained=again.heap_retained, fds_gained=again.fds_gained
             )
             breaches = check_limits(measurement, plan.limits)
+        passed = all(report.passed for report in reports)
+        measurement, findings = self._compare(item, nextitem, plan, measurement, rerun=passed)
+        messages = [breach.message() for breach in breaches] + [f.message() for f in findings]
+        verdict = Verdict.OVER_LIMIT if breaches else verdict_for(findings, self._in_baseline(item.nodeid))
+        record = MemoryRecord(item.nodeid, measurement, verdict, "; ".join(messages), tuple(findings))
         message = "; ".join(breach.message() for breach in breaches)
-        verdict = Verdict.OVER_LIMIT if breaches else Verdict.OK
-        record = MemoryRecord(item.nodeid, measurement, verdict, message)
         properties = record.to_properties()
         for report in reports:
             report.user_properties.extend(properties)
@@ -150,6 +189,57 @@ class MemguardSession:
         if breaches and call.passed:
             call.outcome = "failed"
             call.longrepr = _failure_repr(message)
+
+    def _in_baseline(self, nodeid: str) -> bool:
+        return self.gate is None or self.gate.entry(nodeid) is not None
+
+    def _compare(
+        self,
+        item: pytest.Item,
+        nextitem: Optional[pytest.Item],
+        plan: _Plan,
+        measurement: Measurement,
+        *,
+        rerun: bool,
+    ) -> tuple[Measurement, list[Finding]]:
+        """Findings against the baseline; a regression is re-measured before it counts."""
+        if self.gate is None:
+            return measurement, []
+        findings = self.gate.compare(item.nodeid, measurement, plan.tolerances)
+        if rerun and self.settings.reruns and any(f.kind == "regression" for f in findings):
+            # One sample in a full session is noisy (allocator state, first calls):
+            # run the test again, unlogged, and keep each figure's lowest value.
+            measurement = lowest([measurement, *self._remeasure(item, nextitem, self.settings.reruns)])
+            findings = self.gate.compare(item.nodeid, measurement, plan.tolerances)
+        return measurement, findings
+
+    def _remeasure(self, item: pytest.Item, nextitem: Optional[pytest.Item], runs: int) -> list[Measurement]:
+        """Run the whole test again ``runs`` times with its reports kept out of the results."""
+        measurements = []
+        for _ in range(runs):
+            start = self.tracker.start()
+            reports = runtestprotocol(item, nextitem=nextitem, log=False)
+            measured = self.tracker.finish(start)
+            if not all(report.passed for report in reports):
+                break  # not repeatable: judge on the runs we have
+            measurements.append(measured)
+        return measurements
+
+    # -- the gate (controller) -------------------------------------------------
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> object:
+        result = yield
+        if self.gate is not None and not self.is_worker:
+            update = self.settings.update_baseline
+            self.gate_result = self.gate.finish(self.records, update=update)
+            if self.gate_result.failed and self.settings.gate == "fail" and not update:
+                session.testsfailed += len(self.gate_result.regressions)
+                # Also in pytest's closing line ("3 passed, 2 memguard regressions"), which
+                # would otherwise read as a success next to a non-zero exit code.
+                reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+                if reporter is not None:
+                    reporter.stats.setdefault(REGRESSIONS_STAT, []).extend(self.gate_result.regressions)
+        return result
 
     # -- collecting records (on the controller under xdist) -----------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -174,6 +264,17 @@ class MemguardSession:
         text = render_summary(self.records, top=self.settings.top, brief=verbosity < 0, notes=self.tracker.notes)
         terminalreporter.write_sep("=", "memguard")
         terminalreporter.write_line(text)
+        if self.gate is not None and self.gate_result is not None:
+            terminalreporter.write_line("")
+            terminalreporter.write_line(
+                render_gate(
+                    self.gate_result,
+                    baseline=self.gate.path,
+                    gate=self.settings.gate,
+                    update=self.settings.update_baseline,
+                    brief=verbosity < 0,
+                )
+            )
 
     def close(self) -> None:
         self.tracker.close()

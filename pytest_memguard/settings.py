@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 import pytest
 
 from .limits import Limit, LimitError, parse_limit_lines
+from .tolerance import ToleranceError, TolerancePolicy, default_policy
 
 __all__ = ["Settings", "add_options"]
 
 DEFAULT_TOP = 10
+DEFAULT_RERUNS = 3
+DEFAULT_BASELINE = "memguard-baseline.yaml"
+GATE_MODES = ("fail", "warn")
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,11 @@ class Settings:
     trace: bool = False
     top: int = DEFAULT_TOP
     limits: dict[str, Optional[Limit]] = field(default_factory=dict)
+    baseline_path: Optional[Path] = None
+    update_baseline: bool = False
+    gate: str = "fail"
+    reruns: int = DEFAULT_RERUNS
+    tolerances: TolerancePolicy = field(default_factory=default_policy)
 
     @property
     def measure_all(self) -> bool:
@@ -42,7 +52,57 @@ class Settings:
             limits.update(parse_limit_lines(config.getoption("memguard_limit") or [], "--memguard-limit"))
         except LimitError as exc:
             raise pytest.UsageError(f"memguard: {exc}") from None
-        return cls(enabled=flag("memguard"), trace=flag("memguard_trace"), top=top, limits=limits)
+        reruns_option = config.getoption("memguard_reruns")
+        reruns = (
+            reruns_option
+            if reruns_option is not None
+            else _non_negative_int(config.getini("memguard_reruns"), "memguard_reruns")
+        )
+        gate = config.getoption("memguard_gate") or str(config.getini("memguard_gate")).strip() or "fail"
+        if gate not in GATE_MODES:
+            raise pytest.UsageError(f"memguard: memguard_gate must be one of {', '.join(GATE_MODES)}, got {gate!r}")
+        return cls(
+            enabled=flag("memguard"),
+            trace=flag("memguard_trace"),
+            top=top,
+            limits=limits,
+            baseline_path=_baseline_path(config),
+            update_baseline=flag("memguard_update_baseline"),
+            gate=gate,
+            reruns=reruns,
+            tolerances=_tolerance_policy(config),
+        )
+
+
+def _baseline_path(config: pytest.Config) -> Path:
+    """``--memguard-baseline``, else ini ``memguard_baseline`` (relative to the ini file), else the default."""
+    option = config.getoption("memguard_baseline")
+    if option:
+        return Path(option).absolute()
+    ini_value = str(config.getini("memguard_baseline") or "").strip()
+    base = config.inipath.parent if config.inipath is not None else config.rootpath
+    return base / (ini_value or DEFAULT_BASELINE)
+
+
+def _tolerance_policy(config: pytest.Config) -> TolerancePolicy:
+    from .config_file import ConfigFileError, load_config_file
+
+    lines = [*config.getini("memguard_tolerance"), *(config.getoption("memguard_tolerance") or [])]
+    overrides = []
+    for line in lines:
+        figure, sep, spec = str(line).partition("=")
+        if not sep:
+            raise pytest.UsageError(f"memguard: tolerance {line!r} is not FIGURE=SPEC, e.g. 'rss=15%'")
+        overrides.append((figure.strip(), spec.strip()))
+    try:
+        policy = default_policy(overrides)
+        path = config.getoption("memguard_config") or str(config.getini("memguard_config") or "").strip()
+        if path:
+            base = config.inipath.parent if config.inipath is not None else config.rootpath
+            policy = load_config_file(base / path, policy)
+    except (ToleranceError, ConfigFileError) as exc:
+        raise pytest.UsageError(f"memguard: {exc}") from None
+    return policy
 
 
 def _non_negative_int(value: Any, name: str) -> int:
@@ -55,7 +115,7 @@ def _non_negative_int(value: Any, name: str) -> int:
     return number
 
 
-def _top_type(value: str) -> int:
+def _count_type(value: str) -> int:
     try:
         number = int(value)
     except ValueError:
@@ -83,7 +143,7 @@ def add_options(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--memguard-top",
-        type=_top_type,
+        type=_count_type,
         default=None,
         metavar="N",
         dest="memguard_top",
@@ -99,6 +159,61 @@ def add_options(parser: pytest.Parser) -> None:
         help="a limit for every test, e.g. 'peak=500 MB'; repeatable; keys: peak, retained, heap_peak, "
         "heap_retained, fds. Markers override it. ini: memguard_limits (one per line)",
     )
+    group.addoption(
+        "--memguard-baseline",
+        default=None,
+        metavar="PATH",
+        dest="memguard_baseline",
+        help=f"YAML baseline to compare with (default: {DEFAULT_BASELINE} next to the ini file). "
+        "ini: memguard_baseline",
+    )
+    group.addoption(
+        "--memguard-update-baseline",
+        action="store_true",
+        default=None,
+        dest="memguard_update_baseline",
+        help="write the figures of the tests that ran into the baseline (others are kept); "
+        "regressions do not fail the run. ini: memguard_update_baseline",
+    )
+    group.addoption(
+        "--memguard-gate",
+        choices=GATE_MODES,
+        default=None,
+        dest="memguard_gate",
+        help="fail: regressions against the baseline fail the run (default); warn: report them only. "
+        "ini: memguard_gate",
+    )
+    group.addoption(
+        "--memguard-reruns",
+        type=_count_type,
+        default=None,
+        metavar="N",
+        dest="memguard_reruns",
+        help=f"re-measure a test N times before calling it a regression (default {DEFAULT_RERUNS}; 0: never). "
+        "ini: memguard_reruns",
+    )
+    group.addoption(
+        "--memguard-tolerance",
+        action="append",
+        default=None,
+        metavar="FIGURE=SPEC",
+        dest="memguard_tolerance",
+        help="tolerance for baseline comparison, e.g. 'rss=15%%' or 'heap_peak=5%% floor=8KiB'; figures: all, rss, "
+        "heap, rss_peak, rss_retained, heap_peak, heap_retained; repeatable. ini: memguard_tolerance",
+    )
+    group.addoption(
+        "--memguard-config",
+        default=None,
+        metavar="PATH",
+        dest="memguard_config",
+        help="YAML file with tolerances and per-test rules (see configs/memguard.yaml). ini: memguard_config",
+    )
+    parser.addini("memguard_baseline", "path of the YAML baseline", default="")
+    parser.addini("memguard_update_baseline", "write the baseline instead of gating", type="bool", default=False)
+    parser.addini("memguard_gate", "fail or warn on regressions", default="fail")
+    parser.addini("memguard_reruns", "re-measurements before a regression counts", default=str(DEFAULT_RERUNS))
+    parser.addini("memguard_tolerance", "baseline tolerances, one FIGURE=SPEC per line", type="linelist", default=[])
+    parser.addini("memguard_config", "YAML file with tolerances and per-test rules", default="")
     parser.addini("memguard", "measure the memory of every test (like --memguard)", type="bool", default=False)
     parser.addini("memguard_trace", "also measure the Python heap with tracemalloc", type="bool", default=False)
     parser.addini("memguard_top", "how many heaviest tests the summary shows", default=str(DEFAULT_TOP))

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 from tabulate import tabulate
 
+from ..gate import GateResult
 from ..limits import LIMIT_KEYS, Breach, Limit, measured_value
 from ..record import MemoryRecord, Verdict
+from ..tolerance import FIGURES
 from ..units import format_size
 
-__all__ = ["render_details", "render_summary"]
+__all__ = ["render_details", "render_gate", "render_summary"]
 
 
 def _size(value: int | None, *, signed: bool = False) -> str:
@@ -87,3 +90,49 @@ def render_details(record: MemoryRecord, limits: Mapping[str, Limit], breaches: 
             ]
         )
     return tabulate(rows, headers=["figure", "measured", "limit", "limit from", "status"], disable_numparse=True)
+
+
+def _findings_table(records: Sequence[MemoryRecord]) -> str:
+    rows = [
+        [
+            record.nodeid,
+            FIGURES[finding.figure],
+            format_size(finding.baseline),
+            format_size(finding.current),
+            finding.describe_change(),
+            format_size(finding.threshold),
+        ]
+        for record in records
+        for finding in record.findings
+    ]
+    headers = ["test", "figure", "baseline", "now", "change", "tolerance"]
+    return tabulate(rows, headers=headers, colalign=["left", "left", "right", "right", "right", "right"])
+
+
+def render_gate(result: GateResult, *, baseline: Path, gate: str, update: bool, brief: bool) -> str:
+    """The gate's verdict against the baseline, then what moved, what is new, what did not run."""
+    lines = []
+    count = len(result.regressions)
+    regressions = f"{count} regression{'' if count == 1 else 's'}"
+    if update:
+        state = f"written ({result.changed_entries} entries changed)" if result.written else "unchanged"
+        lines.append(f"memguard baseline {baseline}: {state}")
+    elif result.failed and gate == "fail":
+        lines.append(f"memguard gate: FAILED, {regressions} against {baseline}")
+    elif result.failed:
+        lines.append(f"memguard gate: {regressions} against {baseline} (--memguard-gate=warn: not failing)")
+    else:
+        lines.append(f"memguard gate: passed, no regression against {baseline}")
+    if result.regressions and not brief:
+        lines += ["", "Regressions (re-measured before they count):", _findings_table(result.regressions)]
+    elif result.regressions:
+        lines += [f"  {record.nodeid}: {record.message}" for record in result.regressions]
+    if result.improvements and not brief:
+        lines += ["", "Improvements (refresh with --memguard-update-baseline):", _findings_table(result.improvements)]
+    if result.new and not update:
+        lines.append(f"{len(result.new)} test(s) not in the baseline yet; --memguard-update-baseline records them")
+    if result.not_run and not brief:
+        lines.append(f"{len(result.not_run)} test(s) in the baseline did not run here (deselected, skipped or removed)")
+    if result.environment_note:
+        lines.append(f"note: {result.environment_note}")
+    return "\n".join(lines)

@@ -1,0 +1,296 @@
+"""The YAML baseline users commit: load (safely), validate, compare, update, merge, write atomically.
+
+No pytest here. The file is meant to be reviewed like code::
+
+    # pytest-memguard baseline. ...
+    schema: 1
+    environment:
+      implementation: CPython
+      platform: linux-x86_64
+      python: '3.11'
+    tests:
+      tests/test_io.py::test_load:
+        rss_peak: 52428800
+        rss_retained: 0
+
+Keys are sorted, one test per entry, integers in bytes, so a diff shows exactly
+which test moved. Writing goes through a temporary file and a rename: a crash or
+Ctrl-C never leaves half a baseline behind.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Union
+
+import yaml
+
+from .tolerance import FIGURES, Tolerance
+from .units import format_size
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Baseline",
+    "BaselineError",
+    "Finding",
+    "compare_figures",
+    "current_environment",
+    "dump_baseline",
+    "load_baseline",
+    "merge_baselines",
+    "update_baseline",
+    "write_atomic",
+]
+
+SCHEMA_VERSION = 1
+_HEADER = (
+    "# pytest-memguard baseline: per-test memory in bytes. Review changes like code.\n"
+    "# Refresh with: pytest --memguard --memguard-update-baseline\n"
+)
+_TOP_KEYS = {"schema", "environment", "tests"}
+_FIX = "fix it by hand, or delete it and run pytest --memguard --memguard-update-baseline"
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class BaselineError(ValueError):
+    """A baseline that cannot be used; the message names the file, the entry and the fix."""
+
+
+@dataclass
+class Baseline:
+    """Per-test figures (``{nodeid: {figure: bytes}}``) and where they were recorded."""
+
+    tests: dict[str, dict[str, int]] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=dict)
+    schema: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One figure of one test that moved beyond its tolerance."""
+
+    nodeid: str
+    figure: str
+    baseline: int
+    current: int
+    threshold: int
+
+    @property
+    def kind(self) -> str:
+        return "regression" if self.current > self.baseline else "improvement"
+
+    @property
+    def change(self) -> int:
+        return self.current - self.baseline
+
+    def describe_change(self) -> str:
+        relative = f", {self.change / self.baseline:+.0%}" if self.baseline > 0 else ""
+        return f"{format_size(self.change, signed=True)}{relative}"
+
+    def message(self) -> str:
+        return (
+            f"{FIGURES[self.figure]} {format_size(self.baseline)} -> {format_size(self.current)} "
+            f"({self.describe_change()}; tolerance {format_size(self.threshold)})"
+        )
+
+
+def current_environment() -> dict[str, str]:
+    """Where figures are measured; a different one is reported, not treated as an error."""
+    return {
+        "implementation": platform.python_implementation(),
+        "platform": f"{sys.platform}-{platform.machine() or 'unknown'}",
+        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+    }
+
+
+# -- reading ------------------------------------------------------------------
+class _StrictLoader(yaml.SafeLoader):
+    """Safe loading that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise BaselineError(f"duplicate entry {key!r} (line {key_node.start_mark.line + 1}); keep one of them")
+        seen[key] = loader.construct_object(value_node, deep=deep)
+    return seen
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_baseline(path: PathLike) -> Optional[Baseline]:
+    """Read and validate a baseline; ``None`` if there is no file yet."""
+    where = os.fspath(path)
+    try:
+        text = Path(where).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BaselineError(f"{where}: cannot be read ({exc})") from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)
+    except BaselineError as exc:
+        raise BaselineError(f"{where}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        raise BaselineError(f"{where}: not valid YAML{line} ({getattr(exc, 'problem', exc)}); {_FIX}") from None
+    return validate_baseline(data, where)
+
+
+def validate_baseline(data: object, where: str) -> Baseline:
+    """Check a parsed baseline's shape and values, naming the entry at fault."""
+    if data is None:
+        raise BaselineError(f"{where}: the file is empty; {_FIX}")
+    if not isinstance(data, dict):
+        raise BaselineError(f"{where}: expected a mapping with schema, environment and tests; {_FIX}")
+    unknown = sorted(map(str, set(data) - _TOP_KEYS))
+    if unknown:
+        raise BaselineError(f"{where}: unknown top-level key(s) {', '.join(unknown)}; expected {sorted(_TOP_KEYS)}")
+    schema = data.get("schema")
+    if not isinstance(schema, int) or isinstance(schema, bool) or schema < 1:
+        raise BaselineError(f"{where}: 'schema' must be a positive whole number, got {schema!r}; {_FIX}")
+    if schema > SCHEMA_VERSION:
+        raise BaselineError(
+            f"{where}: written by a newer pytest-memguard (schema {schema}, this one reads up to "
+            f"{SCHEMA_VERSION}); upgrade pytest-memguard"
+        )
+    environment = data.get("environment") or {}
+    if not isinstance(environment, dict) or not all(isinstance(v, (str, int, float)) for v in environment.values()):
+        raise BaselineError(f"{where}: 'environment' must map names to plain values")
+    tests_data = data.get("tests") or {}
+    if not isinstance(tests_data, dict):
+        raise BaselineError(f"{where}: 'tests' must map test ids to figures; {_FIX}")
+    tests: dict[str, dict[str, int]] = {}
+    for nodeid, figures in tests_data.items():
+        tests[str(nodeid)] = _validate_entry(where, str(nodeid), figures)
+    return Baseline(tests=tests, environment={str(k): str(v) for k, v in environment.items()}, schema=schema)
+
+
+def _validate_entry(where: str, nodeid: str, figures: object) -> dict[str, int]:
+    if not isinstance(figures, dict) or not figures:
+        raise BaselineError(f"{where}: test {nodeid!r} must map figures ({', '.join(FIGURES)}) to bytes")
+    entry: dict[str, int] = {}
+    for name, value in figures.items():
+        if name not in FIGURES:
+            raise BaselineError(f"{where}: test {nodeid!r} has unknown figure {name!r}; known: {', '.join(FIGURES)}")
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise BaselineError(f"{where}: test {nodeid!r}: {name} must be a whole number of bytes, got {value!r}")
+        if value < 0 and name.endswith("_peak"):
+            raise BaselineError(f"{where}: test {nodeid!r}: {name} cannot be negative, got {value}")
+        entry[str(name)] = value
+    return entry
+
+
+# -- writing ------------------------------------------------------------------
+def dump_baseline(baseline: Baseline) -> str:
+    """Stable text: the same baseline always gives the same bytes."""
+
+    def block(mapping: Mapping[str, Any]) -> str:
+        return yaml.safe_dump(dict(mapping), sort_keys=True, default_flow_style=False, allow_unicode=True, width=4096)
+
+    tests = {nodeid: dict(sorted(figures.items())) for nodeid, figures in sorted(baseline.tests.items())}
+    return (
+        _HEADER
+        + f"schema: {baseline.schema}\n"
+        + block({"environment": baseline.environment})
+        + (block({"tests": tests}) if tests else "tests: {}\n")
+    )
+
+
+def write_atomic(path: PathLike, text: str) -> bool:
+    """Write ``text`` via a temporary file and a rename; ``False`` if the file already says exactly that."""
+    target = Path(os.fspath(path))
+    try:
+        if target.read_text(encoding="utf-8") == text:
+            return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary: Optional[str] = None
+    try:
+        with tempfile.NamedTemporaryFile(
+            "w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
+        ) as handle:
+            temporary = handle.name
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
+        raise
+    return True
+
+
+# -- comparing and updating ---------------------------------------------------
+def compare_figures(
+    nodeid: str,
+    baseline: Mapping[str, int],
+    current: Mapping[str, int],
+    tolerances: Mapping[str, Tolerance],
+) -> list[Finding]:
+    """Every figure both sides have that moved by at least its tolerance."""
+    findings = []
+    for figure in FIGURES:
+        if figure not in baseline or figure not in current:
+            continue
+        before, now = baseline[figure], current[figure]
+        threshold = tolerances[figure].threshold(before)
+        if abs(now - before) >= threshold:
+            findings.append(Finding(nodeid, figure, before, now, threshold))
+    return findings
+
+
+def update_baseline(
+    baseline: Optional[Baseline],
+    results: Iterable[tuple[str, Mapping[str, int], bool]],
+    environment: Mapping[str, str],
+) -> Baseline:
+    """Take in ``(nodeid, figures, moved)`` results; entries not in ``results`` stay as they were.
+
+    An existing entry is rewritten only when it moved beyond tolerance or its set of
+    figures changed, so re-running without changes rewrites nothing.
+    """
+    old = baseline or Baseline(environment=dict(environment))
+    tests = {nodeid: dict(figures) for nodeid, figures in old.tests.items()}
+    changed = False
+    for nodeid, figures, moved in results:
+        entry = tests.get(nodeid)
+        wanted = entry is None or moved or set(entry) != set(figures)
+        if wanted and entry != dict(figures):
+            tests[nodeid] = dict(figures)
+            changed = True
+    env = dict(environment) if changed or baseline is None else dict(old.environment)
+    return Baseline(tests=tests, environment=env, schema=SCHEMA_VERSION)
+
+
+def merge_baselines(baselines: Iterable[Baseline]) -> tuple[Baseline, list[str]]:
+    """Union of shards' baselines. A test in several keeps the larger value of each figure
+    (the cautious choice); its id is returned so the caller can say so."""
+    tests: dict[str, dict[str, int]] = {}
+    conflicts: list[str] = []
+    environment: dict[str, str] = {}
+    for baseline in baselines:
+        environment = environment or dict(baseline.environment)
+        for nodeid, figures in baseline.tests.items():
+            if nodeid in tests:
+                if tests[nodeid] != figures:
+                    conflicts.append(nodeid)
+                merged = dict(tests[nodeid])
+                for name, value in figures.items():
+                    merged[name] = max(value, merged.get(name, value))
+                tests[nodeid] = merged
+            else:
+                tests[nodeid] = dict(figures)
+    return Baseline(tests=tests, environment=environment), sorted(set(conflicts))

@@ -1,0 +1,201 @@
+"""The baseline gate end to end: record, compare, fail or warn, update partially, bad files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+SUITE = """
+import os
+
+SIZE = int(os.environ.get("MEMGUARD_TEST_SIZE", "8"))
+KEPT = []
+
+def test_peak():
+    block = bytearray(SIZE * 1024 * 1024)
+    del block
+
+def test_keeps():
+    KEPT.append(bytearray(SIZE * 1024 * 1024))
+
+def test_steady():
+    block = bytearray(8 * 1024 * 1024)
+    del block
+"""
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makepyfile(test_suite=SUITE)
+    return pytester
+
+
+def run(pytester: pytest.Pytester, *args: str, size: int = 8) -> pytest.RunResult:
+    pytester._monkeypatch.setenv("MEMGUARD_TEST_SIZE", str(size))  # type: ignore[attr-defined]
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "--memguard", *args)
+
+
+def baseline_of(pytester: pytest.Pytester) -> dict[str, dict[str, int]]:
+    data = yaml.safe_load((pytester.path / "memguard-baseline.yaml").read_text())
+    return data["tests"]
+
+
+def test_record_then_pass_then_catch_a_regression(suite: pytest.Pytester) -> None:
+    recorded = run(suite, "--memguard-update-baseline")
+    assert recorded.ret == pytest.ExitCode.OK
+    recorded.stdout.fnmatch_lines(["memguard baseline */memguard-baseline.yaml: written (3 entries changed)"])
+    tests = baseline_of(suite)
+    assert set(tests) == {"test_suite.py::test_peak", "test_suite.py::test_keeps", "test_suite.py::test_steady"}
+    assert tests["test_suite.py::test_keeps"]["rss_retained"] >= 7 * 1024 * 1024
+
+    same = run(suite)
+    assert same.ret == pytest.ExitCode.OK
+    same.stdout.fnmatch_lines(["memguard gate: passed, no regression against */memguard-baseline.yaml"])
+
+    worse = run(suite, size=16)
+    assert worse.ret == pytest.ExitCode.TESTS_FAILED
+    worse.stdout.fnmatch_lines(
+        [
+            "memguard gate: FAILED, 2 regressions against */memguard-baseline.yaml",
+            "Regressions (re-measured before they count):",
+            "test * figure * baseline * now * change * tolerance",
+            "test_suite.py::test_keeps * peak RSS * 8.0 MiB * 16.0 MiB * +8.0 MiB, +100% *",
+            "test_suite.py::test_keeps * retained RSS *",
+            "test_suite.py::test_peak * peak RSS *",
+            "*3 passed, 2 memguard regressions in *",
+        ]
+    )
+
+
+def test_regression_verdict_reaches_junitxml_and_xdist(suite: pytest.Pytester) -> None:
+    run(suite, "--memguard-update-baseline")
+    result = run(suite, "-n", "2", "--junitxml=out.xml", size=16)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    xml = (suite.path / "out.xml").read_text()
+    assert xml.count('name="memguard_verdict" value="regression"') == 2
+    assert xml.count('name="memguard_verdict" value="ok"') == 1
+    assert 'name="memguard_baseline_rss_peak"' in xml
+    result.stdout.fnmatch_lines(["memguard gate: FAILED, 2 regressions *"])
+
+
+def test_warn_mode_reports_without_failing(suite: pytest.Pytester) -> None:
+    run(suite, "--memguard-update-baseline")
+    result = run(suite, "--memguard-gate=warn", size=16)
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["memguard gate: 2 regressions against * (--memguard-gate=warn: not failing)"])
+
+
+def test_improvements_and_new_tests_are_reported_not_failed(suite: pytest.Pytester) -> None:
+    run(suite, "--memguard-update-baseline", size=16)
+    suite.makepyfile(test_extra="def test_new(): pass")
+    result = run(suite)
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(
+        [
+            "memguard gate: passed, no regression against *",
+            "Improvements (refresh with --memguard-update-baseline):",
+            "*test_suite.py::test_keeps * peak RSS * 16.0 MiB * 8.0 MiB * -8.0 MiB, -50% *",
+            "1 test(s) not in the baseline yet; --memguard-update-baseline records them",
+        ]
+    )
+
+
+def test_update_of_a_subset_keeps_other_entries(suite: pytest.Pytester) -> None:
+    run(suite, "--memguard-update-baseline")
+    before = baseline_of(suite)
+    run(suite, "--memguard-update-baseline", "-k", "test_keeps", size=32)
+    after = baseline_of(suite)
+    assert after["test_suite.py::test_peak"] == before["test_suite.py::test_peak"]
+    assert after["test_suite.py::test_steady"] == before["test_suite.py::test_steady"]
+    assert after["test_suite.py::test_keeps"]["rss_peak"] >= 31 * 1024 * 1024
+    subset = run(suite, "-k", "test_peak")
+    subset.stdout.fnmatch_lines(["2 test(s) in the baseline did not run here (deselected, skipped or removed)"])
+
+
+def test_rerunning_unchanged_rewrites_nothing(suite: pytest.Pytester) -> None:
+    run(suite, "--memguard-update-baseline")
+    path = suite.path / "memguard-baseline.yaml"
+    text, mtime = path.read_text(), path.stat().st_mtime_ns
+    again = run(suite, "--memguard-update-baseline")
+    again.stdout.fnmatch_lines(["memguard baseline *: unchanged"])
+    assert path.read_text() == text
+    assert path.stat().st_mtime_ns == mtime
+
+
+def test_a_noisy_first_sample_is_re_measured_away(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_warm="""
+        import os
+        STATE = {"first": True}
+
+        def test_cache_on_first_call():
+            # the first call pays 24 MiB once (like an import or a warm-up), re-runs do not
+            if STATE.pop("first", False) and os.environ.get("MEMGUARD_TEST_SIZE") == "16":
+                block = bytearray(24 * 1024 * 1024)
+                del block
+            block = bytearray(4 * 1024 * 1024)
+            del block
+        """
+    )
+    run(pytester, "--memguard-update-baseline")
+    noisy = run(pytester, size=16)
+    assert noisy.ret == pytest.ExitCode.OK
+    noisy.stdout.fnmatch_lines(["memguard gate: passed, no regression *"])
+    no_reruns = run(pytester, "--memguard-reruns=0", size=16)
+    assert no_reruns.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_marker_tolerance_and_config_file(suite: pytest.Pytester) -> None:
+    run(suite, "--memguard-update-baseline")
+    (suite.path / "memguard.yaml").write_text(
+        "rules:\n  - match: '*::test_keeps'\n    tolerance:\n      rss: 200% absolute=1GiB\n"
+    )
+    result = run(suite, "--memguard-config", "memguard.yaml", size=16)
+    result.stdout.fnmatch_lines(["memguard gate: FAILED, 1 regression against *"])
+    suite.makepyfile(
+        test_suite=SUITE.replace(
+            "def test_peak", "import pytest\n@pytest.mark.memguard(tolerance='500%')\ndef test_peak"
+        )
+    )
+    result = run(suite, "--memguard-config", "memguard.yaml", size=16)
+    assert result.ret == pytest.ExitCode.OK
+
+
+def test_environment_change_is_a_note(suite: pytest.Pytester) -> None:
+    run(suite, "--memguard-update-baseline")
+    path = suite.path / "memguard-baseline.yaml"
+    path.write_text(path.read_text().replace("python: '3.", "python: '2."))
+    result = run(suite)
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["note: the baseline was recorded on * python=2.*, this run is * python=3.*"])
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("schema: 1\ntests:\n  t::a: {rss_peak: [\n", "not valid YAML at line 4"),
+        ("schema: 1\ntests:\n  t::a: {rss_peak: -1}\n", "test 't::a': rss_peak cannot be negative"),
+        ("schema: 7\ntests: {}\n", "newer pytest-memguard"),
+        ("schema: 1\ntests:\n  t::a: {rss_peak: 1}\n  t::a: {rss_peak: 1}\n", "duplicate entry 't::a'"),
+    ],
+)
+def test_bad_baseline_is_a_clear_error_and_is_never_overwritten(
+    suite: pytest.Pytester, content: str, message: str
+) -> None:
+    path: Path = suite.path / "memguard-baseline.yaml"
+    path.write_text(content)
+    for args in ((), ("--memguard-update-baseline",)):
+        result = run(suite, *args)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines([f"ERROR: memguard: {path}: *{message}*"])
+        assert "Traceback" not in result.stderr.str()
+        assert path.read_text() == content
+
+
+def test_custom_baseline_path_from_ini(suite: pytest.Pytester) -> None:
+    suite.makeini("[pytest]\nmemguard_baseline = ci/memory.yaml\n")
+    run(suite, "--memguard-update-baseline")
+    assert (suite.path / "ci" / "memory.yaml").exists()
+    assert not (suite.path / "memguard-baseline.yaml").exists()
