@@ -9,15 +9,17 @@ then logged as usual, which is also how they reach the xdist controller.
 from __future__ import annotations
 
 import gc
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Generator, Optional
 
 import pytest
 from _pytest.runner import runtestprotocol  # the one private import: owning the protocol needs it
 
-from .baseline import BaselineError, Finding
+from . import __version__
+from .baseline import BaselineError, Finding, write_atomic
 from .gate import BaselineGate, GateResult, lowest, verdict_for
 from .limits import HEAP_KEYS, RETAINED_KEYS, Limit, LimitError, check_limits, merge_limits, parse_limits
 from .record import MemoryRecord, Verdict
+from .reporting.json_report import render_json
 from .reporting.terminal import render_details, render_gate, render_summary
 from .settings import Settings
 from .tolerance import Tolerance, ToleranceError, parse_figure_tolerances
@@ -227,19 +229,38 @@ class MemguardSession:
 
     # -- the gate (controller) -------------------------------------------------
     @pytest.hookimpl(wrapper=True)
-    def pytest_runtestloop(self, session: pytest.Session) -> object:
-        result = yield
-        if self.gate is not None and not self.is_worker:
-            update = self.settings.update_baseline
+    def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
+        try:
+            result = yield
+        except BaseException:
+            if not self.is_worker:
+                self._finish_run(session, interrupted=True)
+            raise
+        if not self.is_worker:
+            self._finish_run(session, interrupted=False)
+        return result
+
+    def _finish_run(self, session: pytest.Session, *, interrupted: bool) -> None:
+        """On the controller, after the last test: the gate, the baseline update, the JSON file.
+        An interrupted run writes its JSON but neither updates the baseline nor gates."""
+        if self.gate is not None:
+            update = self.settings.update_baseline and not interrupted
             self.gate_result = self.gate.finish(self.records, update=update)
-            if self.gate_result.failed and self.settings.gate == "fail" and not update:
+            if self.gate_result.failed and self.settings.gate == "fail" and not update and not interrupted:
                 session.testsfailed += len(self.gate_result.regressions)
                 # Also in pytest's closing line ("3 passed, 2 memguard regressions"), which
                 # would otherwise read as a success next to a non-zero exit code.
                 reporter = self.config.pluginmanager.get_plugin("terminalreporter")
                 if reporter is not None:
                     reporter.stats.setdefault(REGRESSIONS_STAT, []).extend(self.gate_result.regressions)
-        return result
+        if self.settings.json_path is not None:
+            text = render_json(
+                self.records,
+                version=__version__,
+                gate=self.gate_result,
+                baseline=None if self.gate is None else self.gate.path,
+            )
+            write_atomic(self.settings.json_path, text)
 
     # -- collecting records (on the controller under xdist) -----------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:

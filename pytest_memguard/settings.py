@@ -33,6 +33,7 @@ class Settings:
     gate: str = "fail"
     reruns: int = DEFAULT_RERUNS
     tolerances: TolerancePolicy = field(default_factory=default_policy)
+    json_path: Optional[Path] = None
 
     @property
     def measure_all(self) -> bool:
@@ -71,7 +72,21 @@ class Settings:
             gate=gate,
             reruns=reruns,
             tolerances=_tolerance_policy(config),
+            json_path=_output_path(config, "memguard_json"),
         )
+
+
+def _output_path(config: pytest.Config, name: str) -> Optional[Path]:
+    """A report path: the option as given (relative to the working directory), else the ini value
+    (relative to the ini file), else none."""
+    option = config.getoption(name)
+    if option:
+        return Path(option).absolute()
+    ini_value = str(config.getini(name) or "").strip()
+    if not ini_value:
+        return None
+    base = config.inipath.parent if config.inipath is not None else config.rootpath
+    return base / ini_value
 
 
 def _baseline_path(config: pytest.Config) -> Path:
@@ -208,6 +223,14 @@ def add_options(parser: pytest.Parser) -> None:
         dest="memguard_config",
         help="YAML file with tolerances and per-test rules (see configs/memguard.yaml). ini: memguard_config",
     )
+    group.addoption(
+        "--memguard-json",
+        default=None,
+        metavar="PATH",
+        dest="memguard_json",
+        help="write machine-readable results (schema in docs; read by 'memguard compare'). ini: memguard_json",
+    )
+    parser.addini("memguard_json", "path of the JSON results file", default="")
     parser.addini("memguard_baseline", "path of the YAML baseline", default="")
     parser.addini("memguard_update_baseline", "write the baseline instead of gating", type="bool", default=False)
     parser.addini("memguard_gate", "fail or warn on regressions", default="fail")

@@ -1,0 +1,117 @@
+"""Machine-readable results (``--memguard-json``), read back by ``memguard compare``.
+
+Schema 1 (a new key may appear in a minor release; a changed meaning bumps ``schema``)::
+
+    {
+      "schema": 1,
+      "tool": "pytest-memguard",
+      "version": "0.1.0",
+      "environment": {"implementation": "CPython", "platform": "linux-x86_64", "python": "3.11"},
+      "tests": {
+        "<node id>": {
+          "figures": {"rss_peak": 123, "rss_retained": 0, "heap_peak": 45, "heap_retained": 6, "fds_gained": 0},
+          "verdict": "ok | over_limit | regression | improvement | new",
+          "message": "why, when not ok",
+          "findings": [{"figure": "rss_peak", "baseline": 100, "current": 123, "tolerance": 10, "kind": "regression"}]
+        }
+      },
+      "gate": null | {"baseline": "<path>", "failed": false,
+               "regressions": 0, "improvements": 0, "new": 0, "not_run": 0}
+    }
+
+Figures are integers in bytes (``fds_gained``: a count); figures not measured are left out.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+from ..baseline import current_environment
+from ..gate import GateResult
+from ..record import MemoryRecord
+
+__all__ = ["JSON_SCHEMA", "ResultsError", "load_results", "render_json"]
+
+JSON_SCHEMA = 1
+
+
+class ResultsError(ValueError):
+    """A results file that cannot be read; the message names the file and the problem."""
+
+
+def _figures(record: MemoryRecord) -> dict[str, int]:
+    return {name: value for name, value in record.measurement._asdict().items() if value is not None}
+
+
+def render_json(
+    records: Sequence[MemoryRecord],
+    *,
+    version: str,
+    gate: Optional[GateResult] = None,
+    baseline: Optional[Path] = None,
+) -> str:
+    tests: dict[str, Any] = {}
+    for record in sorted(records, key=lambda r: r.nodeid):
+        entry: dict[str, Any] = {"figures": _figures(record), "verdict": record.verdict}
+        if record.message:
+            entry["message"] = record.message
+        if record.findings:
+            entry["findings"] = [
+                {
+                    "figure": f.figure,
+                    "baseline": f.baseline,
+                    "current": f.current,
+                    "tolerance": f.threshold,
+                    "kind": f.kind,
+                }
+                for f in record.findings
+            ]
+        tests[record.nodeid] = entry
+    gate_data = None
+    if gate is not None:
+        gate_data = {
+            "baseline": str(baseline) if baseline else None,
+            "failed": gate.failed,
+            "regressions": len(gate.regressions),
+            "improvements": len(gate.improvements),
+            "new": len(gate.new),
+            "not_run": len(gate.not_run),
+        }
+    document = {
+        "schema": JSON_SCHEMA,
+        "tool": "pytest-memguard",
+        "version": version,
+        "environment": current_environment(),
+        "tests": tests,
+        "gate": gate_data,
+    }
+    return json.dumps(document, indent=2, sort_keys=False) + "\n"
+
+
+def load_results(path: Path) -> tuple[dict[str, dict[str, int]], Mapping[str, str]]:
+    """``({nodeid: figures}, environment)`` from a ``--memguard-json`` file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: no such file (write one with pytest --memguard --memguard-json {path})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ResultsError(f"{path}: not a readable JSON results file ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("tests"), dict):
+        raise ResultsError(f"{path}: not a pytest-memguard results file (no 'tests' mapping)")
+    schema = data.get("schema")
+    if not isinstance(schema, int) or schema > JSON_SCHEMA:
+        raise ResultsError(
+            f"{path}: results schema {schema!r} is not one this pytest-memguard reads (<= {JSON_SCHEMA})"
+        )
+    tests: dict[str, dict[str, int]] = {}
+    for nodeid, entry in data["tests"].items():
+        figures = entry.get("figures") if isinstance(entry, dict) else None
+        if not isinstance(figures, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in figures.values()
+        ):
+            raise ResultsError(f"{path}: test {nodeid!r} has no valid 'figures' mapping of integers")
+        tests[str(nodeid)] = figures
+    environment = data.get("environment") if isinstance(data.get("environment"), dict) else {}
+    return tests, {str(k): str(v) for k, v in (environment or {}).items()}
