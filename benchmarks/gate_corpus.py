@@ -41,6 +41,7 @@ def run(version: str, workdir: Path, *args: str) -> dict[str, str]:
         "-p",
         "no:randomly",
         "--memguard",
+        "--memguard-leaks=off",
         f"--memguard-baseline={workdir / 'baseline.yaml'}",
         f"--memguard-json={results}",
         str(SUITE),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Iterable, NamedTuple, Optional
 
 from .baseline import Finding
+from .leak_detector import AllocationSite, LeakReport
 from .tolerance import FIGURES
 from .tracker import Measurement
 
@@ -51,6 +52,7 @@ class MemoryRecord(NamedTuple):
     verdict: str = Verdict.OK
     message: str = ""
     findings: tuple[Finding, ...] = ()
+    leak: Optional[LeakReport] = None
 
     def to_properties(self) -> list[tuple[str, object]]:
         """``(name, value)`` pairs for ``report.user_properties``; unmeasured figures are left out."""
@@ -62,6 +64,8 @@ class MemoryRecord(NamedTuple):
         for finding in self.findings:
             props.append((f"memguard_baseline_{finding.figure}", finding.baseline))
             props.append((f"memguard_tolerance_{finding.figure}", finding.threshold))
+        if self.leak is not None:
+            props += _leak_properties(self.leak)
         props.append(("memguard_verdict", self.verdict))
         if self.message:
             props.append(("memguard_message", self.message))
@@ -93,6 +97,7 @@ class MemoryRecord(NamedTuple):
             verdict=str(found["memguard_verdict"]),
             message=str(found.get("memguard_message", "")),
             findings=tuple(findings),
+            leak=_leak_from_properties(found),
         )
 
 
@@ -100,6 +105,56 @@ def _as_int(value: object) -> Optional[int]:
     """Property values come back as given in-process, or as strings from elsewhere."""
     if isinstance(value, bool) or value is None or value == "":
         return None
-    if isinstance(value, (int, float, str)):
+    if isinstance(value, (int, float)):
         return int(value)
+    if isinstance(value, str):
+        return int(float(value))
     return None
+
+
+def _leak_properties(leak: LeakReport) -> list[tuple[str, object]]:
+    """A confirmation's outcome as basic values (sites as ``where|bytes|count`` joined by ``;``)."""
+    props: list[tuple[str, object]] = [
+        ("memguard_leak_confirmed", int(leak.confirmed)),
+        ("memguard_leak_runs", leak.runs),
+        ("memguard_leak_rss_per_run", leak.rss_per_run),
+        ("memguard_leak_blocks_per_run", round(leak.blocks_per_run, 1)),
+        ("memguard_leak_fds_per_run", round(leak.fds_per_run, 1)),
+        ("memguard_pressure", leak.pressure),
+    ]
+    if leak.heap_per_run is not None:
+        props.append(("memguard_leak_heap_per_run", leak.heap_per_run))
+    if leak.malloc_per_run is not None:
+        props.append(("memguard_leak_malloc_per_run", leak.malloc_per_run))
+    if leak.indicators:
+        props.append(("memguard_leak_indicators", ",".join(leak.indicators)))
+    if leak.sites:
+        props.append(("memguard_leak_sites", ";".join(f"{s.where}|{s.size}|{s.count}" for s in leak.sites)))
+    if leak.note:
+        props.append(("memguard_leak_note", leak.note))
+    return props
+
+
+def _leak_from_properties(found: dict[str, object]) -> Optional[LeakReport]:
+    if "memguard_leak_runs" not in found:
+        return None
+    sites = []
+    for part in str(found.get("memguard_leak_sites", "")).split(";"):
+        where, _, rest = part.rpartition("|")
+        where, _, size = where.rpartition("|")
+        if where:
+            sites.append(AllocationSite(where, int(size), int(rest)))
+    indicators = str(found.get("memguard_leak_indicators", ""))
+    return LeakReport(
+        confirmed=bool(_as_int(found.get("memguard_leak_confirmed"))),
+        runs=_as_int(found.get("memguard_leak_runs")) or 0,
+        rss_per_run=_as_int(found.get("memguard_leak_rss_per_run")) or 0,
+        heap_per_run=_as_int(found.get("memguard_leak_heap_per_run")),
+        malloc_per_run=_as_int(found.get("memguard_leak_malloc_per_run")),
+        blocks_per_run=float(str(found.get("memguard_leak_blocks_per_run", 0))),
+        fds_per_run=float(str(found.get("memguard_leak_fds_per_run", 0))),
+        indicators=tuple(name for name in indicators.split(",") if name),
+        pressure=float(str(found.get("memguard_pressure", 0))),
+        sites=tuple(sites),
+        note=str(found.get("memguard_leak_note", "")),
+    )

@@ -17,13 +17,15 @@ from _pytest.runner import runtestprotocol  # the one private import: owning the
 from . import __version__
 from .baseline import BaselineError, Finding, write_atomic
 from .gate import BaselineGate, GateResult, lowest, verdict_for
+from .leak_check import confirm_leak, rerun_unlogged
+from .leak_detector import LeakReport, Screening
 from .limits import HEAP_KEYS, RETAINED_KEYS, Limit, LimitError, check_limits, merge_limits, parse_limits
 from .record import MemoryRecord, Verdict
 from .reporting.json_report import render_json
 from .reporting.terminal import render_details, render_gate, render_summary
 from .settings import Settings
 from .tolerance import Tolerance, ToleranceError, parse_figure_tolerances
-from .tracker import Measurement, Start, Tracker
+from .tracker import Growth, Measurement, Start, Tracker
 
 if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr
@@ -33,8 +35,10 @@ __all__ = ["MemguardSession", "MemoryLimitExceeded"]
 
 MARKER = "memguard"
 REGRESSIONS_STAT = "memguard regressions"
+SCREENING = Screening()
 #: marker keywords that are not limits
-MARKER_OPTIONS = frozenset({"tolerance"})
+MARKER_OPTIONS = frozenset({"tolerance", "leak"})
+_LEAK_MARKER_VALUES: dict[object, str] = {True: "fail", False: "off", "fail": "fail", "warn": "warn", "off": "off"}
 
 
 class MemoryLimitExceeded(Exception):
@@ -49,17 +53,19 @@ MemoryLimitExceeded.__module__ = "builtins"
 class _Plan:
     """What to do with one collected test: limits, tolerances, or why its marker is invalid."""
 
-    __slots__ = ("error", "limits", "tolerances")
+    __slots__ = ("error", "leaks", "limits", "tolerances")
 
     def __init__(
         self,
         limits: dict[str, Limit],
         error: Optional[str] = None,
         tolerances: Optional[dict[str, Tolerance]] = None,
+        leaks: Optional[str] = None,
     ) -> None:
         self.limits = limits
         self.error = error
         self.tolerances = tolerances
+        self.leaks = leaks
 
 
 _PLAN = pytest.StashKey[_Plan]()
@@ -82,6 +88,9 @@ class MemguardSession:
         self.tracker = Tracker(trace=settings.trace)
         self.records: list[MemoryRecord] = []
         self.is_worker = hasattr(config, "workerinput")
+        self._running: Optional[str] = None
+        self._reported_while_running = False
+        self.suspects = 0  # in this process; the controller counts records with a leak report
         self.gate: Optional[BaselineGate] = None
         self.gate_result: Optional[GateResult] = None
         path = settings.baseline_path
@@ -102,13 +111,14 @@ class MemguardSession:
             try:
                 layers = [self._marker_limits(node, mark) for node, mark in marked]
                 tolerances = self._marker_tolerances(marked)
+                leaks = self._marker_leaks(marked)
             except LimitError as exc:
                 item.stash[_PLAN] = _Plan({}, f"memguard: invalid marker on {item.nodeid}: {exc}")
                 continue
             limits = merge_limits([*layers, global_limits])
             if not self.tracker.tracing and HEAP_KEYS.intersection(limits):
                 self.tracker.enable_tracing()  # a heap limit is meaningless without tracemalloc
-            item.stash[_PLAN] = _Plan(limits, tolerances=tolerances)
+            item.stash[_PLAN] = _Plan(limits, tolerances=tolerances, leaks=leaks or self.settings.leaks)
 
     @staticmethod
     def _marker_limits(node: Node, mark: pytest.Mark) -> dict[str, Optional[Limit]]:
@@ -120,6 +130,17 @@ class MemguardSession:
             return parse_limits(values, source)
         except LimitError as exc:
             raise LimitError(f"{exc} ({source})") from None
+
+    @staticmethod
+    def _marker_leaks(marked: list[tuple[Node, pytest.Mark]]) -> Optional[str]:
+        """``leak=False`` (never re-run this test), ``True``/``"fail"``, ``"warn"``; nearest wins."""
+        for node, mark in marked:
+            if "leak" in mark.kwargs:
+                value = mark.kwargs["leak"]
+                if isinstance(value, (bool, str)) and value in _LEAK_MARKER_VALUES:
+                    return _LEAK_MARKER_VALUES[value]
+                raise LimitError(f"leak={value!r}: use True, False, 'fail', 'warn' or 'off' ({_describe_node(node)})")
+        return None
 
     def _marker_tolerances(self, marked: list[tuple[Node, pytest.Mark]]) -> Optional[dict[str, Tolerance]]:
         """``tolerance="20%"`` (every figure) or ``tolerance={"rss": "20%"}``; nearest marker wins."""
@@ -147,11 +168,14 @@ class MemguardSession:
             return None  # pytest's own protocol; a bad marker fails in setup
         ihook = item.ihook
         ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        self._running, self._reported_while_running = item.nodeid, False
         start = self.tracker.start()
         reports = runtestprotocol(item, nextitem=nextitem, log=False)
         measurement = self.tracker.finish(start)
+        growth = self.tracker.growth(start)
+        self._running = None
         if any(report.when == "call" for report in reports):
-            self._judge(item, nextitem, plan, start, measurement, reports)
+            self._judge(item, nextitem, plan, start, measurement, growth, reports)
         for report in reports:
             ihook.pytest_runtest_logreport(report=report)
         ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
@@ -164,6 +188,7 @@ class MemguardSession:
         plan: _Plan,
         start: Start,
         measurement: Measurement,
+        growth: Growth,
         reports: list[pytest.TestReport],
     ) -> None:
         breaches = check_limits(measurement, plan.limits)
@@ -176,21 +201,61 @@ class MemguardSession:
                 rss_retained=again.rss_retained, heap_retained=again.heap_retained, fds_gained=again.fds_gained
             )
             breaches = check_limits(measurement, plan.limits)
-        passed = all(report.passed for report in reports)
+        # A test whose reports reach the terminal by themselves (subtests) cannot be
+        # re-run unseen: it is measured once and neither leak-confirmed nor re-measured.
+        passed = all(report.passed for report in reports) and not self._reported_while_running
+        leak = self._check_leak(item, nextitem, plan, measurement, growth) if passed else None
         measurement, findings = self._compare(item, nextitem, plan, measurement, rerun=passed)
-        messages = [breach.message() for breach in breaches] + [f.message() for f in findings]
+        failures = [breach.message() for breach in breaches]
         verdict = Verdict.OVER_LIMIT if breaches else verdict_for(findings, self._in_baseline(item.nodeid))
-        record = MemoryRecord(item.nodeid, measurement, verdict, "; ".join(messages), tuple(findings))
-        message = "; ".join(breach.message() for breach in breaches)
+        if leak is not None and leak.confirmed:
+            verdict = Verdict.OVER_LIMIT if breaches else Verdict.LEAK
+            if plan.leaks == "fail":
+                failures.append(leak.summary())
+        messages = [breach.message() for breach in breaches]
+        if leak is not None and (leak.confirmed or leak.note):
+            messages.append(leak.summary() if leak.confirmed else leak.note)
+        messages += [f.message() for f in findings]
+        record = MemoryRecord(item.nodeid, measurement, verdict, "; ".join(messages), tuple(findings), leak)
+        message = "; ".join(failures)
         properties = record.to_properties()
         for report in reports:
             report.user_properties.extend(properties)
-            if breaches:
+            if message:
                 report.sections.append(("memguard", render_details(record, plan.limits, breaches)))
         call = next(report for report in reports if report.when == "call")
-        if breaches and call.passed:
+        if message and call.passed:
             call.outcome = "failed"
             call.longrepr = _failure_repr(message)
+
+    def _check_leak(
+        self,
+        item: pytest.Item,
+        nextitem: Optional[pytest.Item],
+        plan: _Plan,
+        measurement: Measurement,
+        growth: Growth,
+    ) -> Optional[LeakReport]:
+        """Screen cheaply; re-run only a suspect to confirm (or clear) it."""
+        if plan.leaks == "off":
+            return None
+        suspect = SCREENING.suspect(
+            rss=measurement.rss_retained,
+            malloc=growth.malloc,
+            blocks=growth.blocks,
+            heap=measurement.heap_retained,
+            fds=measurement.fds_gained,
+        )
+        if not suspect:
+            return None
+        self.suspects += 1
+        return confirm_leak(
+            item,
+            nextitem,
+            self.tracker,
+            max_steps=self.settings.leak_runs,
+            first_run_rss=measurement.rss_retained,
+        )
 
     def _in_baseline(self, nodeid: str) -> bool:
         return self.gate is None or self.gate.entry(nodeid) is not None
@@ -220,7 +285,7 @@ class MemguardSession:
         measurements = []
         for _ in range(runs):
             start = self.tracker.start()
-            reports = runtestprotocol(item, nextitem=nextitem, log=False)
+            reports = rerun_unlogged(item, nextitem)
             measured = self.tracker.finish(start)
             if not all(report.passed for report in reports):
                 break  # not repeatable: judge on the runs we have
@@ -264,6 +329,11 @@ class MemguardSession:
 
     # -- collecting records (on the controller under xdist) -----------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.nodeid == self._running:
+            # Reports logged while we hold the test's own back: subtests (pytest's
+            # subtests, unittest's subTest) log themselves, and would again on every re-run.
+            self._reported_while_running = True
+            return
         if report.when != "teardown" or self.is_worker:
             return
         record = MemoryRecord.from_properties(report.nodeid, report.user_properties)

@@ -18,6 +18,8 @@ DEFAULT_TOP = 10
 DEFAULT_RERUNS = 3
 DEFAULT_BASELINE = "memguard-baseline.yaml"
 GATE_MODES = ("fail", "warn")
+LEAK_MODES = ("fail", "warn", "off")
+DEFAULT_LEAK_RUNS = 6
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class Settings:
     reruns: int = DEFAULT_RERUNS
     tolerances: TolerancePolicy = field(default_factory=default_policy)
     json_path: Optional[Path] = None
+    leaks: str = "fail"
+    leak_runs: int = DEFAULT_LEAK_RUNS
 
     @property
     def measure_all(self) -> bool:
@@ -73,7 +77,24 @@ class Settings:
             reruns=reruns,
             tolerances=_tolerance_policy(config),
             json_path=_output_path(config, "memguard_json"),
+            leaks=_choice(config, "memguard_leaks", LEAK_MODES),
+            leak_runs=_count(config, "memguard_leak_runs", minimum=2),
         )
+
+
+def _choice(config: pytest.Config, name: str, choices: tuple[str, ...]) -> str:
+    value = config.getoption(name) or str(config.getini(name)).strip() or choices[0]
+    if value not in choices:
+        raise pytest.UsageError(f"memguard: {name} must be one of {', '.join(choices)}, got {value!r}")
+    return str(value)
+
+
+def _count(config: pytest.Config, name: str, *, minimum: int = 0) -> int:
+    option = config.getoption(name)
+    value = option if option is not None else _non_negative_int(config.getini(name), name)
+    if value < minimum:
+        raise pytest.UsageError(f"memguard: {name} must be at least {minimum}, got {value}")
+    return int(value)
 
 
 def _output_path(config: pytest.Config, name: str) -> Optional[Path]:
@@ -230,6 +251,24 @@ def add_options(parser: pytest.Parser) -> None:
         dest="memguard_json",
         help="write machine-readable results (schema in docs; read by 'memguard compare'). ini: memguard_json",
     )
+    group.addoption(
+        "--memguard-leaks",
+        choices=LEAK_MODES,
+        default=None,
+        dest="memguard_leaks",
+        help="what a confirmed leak does: fail the test (default), warn, or off (no screening). ini: memguard_leaks",
+    )
+    group.addoption(
+        "--memguard-leak-runs",
+        type=_count_type,
+        default=None,
+        metavar="N",
+        dest="memguard_leak_runs",
+        help=f"at most N measured re-runs to confirm a leak suspect (default {DEFAULT_LEAK_RUNS}, at least 2). "
+        "ini: memguard_leak_runs",
+    )
+    parser.addini("memguard_leaks", "fail, warn or off for confirmed leaks", default="fail")
+    parser.addini("memguard_leak_runs", "measured re-runs to confirm a leak", default=str(DEFAULT_LEAK_RUNS))
     parser.addini("memguard_json", "path of the JSON results file", default="")
     parser.addini("memguard_baseline", "path of the YAML baseline", default="")
     parser.addini("memguard_update_baseline", "write the baseline instead of gating", type="bool", default=False)

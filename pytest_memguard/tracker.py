@@ -15,6 +15,7 @@ possible a daemon thread samples RSS, helped by the process's lifetime peak
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 import threading
@@ -55,6 +56,15 @@ class Start(NamedTuple):
     fds: Optional[int]
     heap: Optional[int]
     lifetime_peak: Optional[int]
+    blocks: int = 0
+    malloc: Optional[int] = None
+
+
+class Growth(NamedTuple):
+    """Cheap leak-screening signals: what one run left allocated (Python blocks, C heap bytes)."""
+
+    blocks: int
+    malloc: Optional[int]
 
 
 def _lifetime_peak_reader() -> Optional[Callable[[], int]]:
@@ -142,14 +152,39 @@ def _malloc_trim() -> Optional[Callable[[], object]]:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        import ctypes
-
         trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):  # not glibc (musl, ...)
         return None
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
     return lambda: trim(0)
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
+    ] + [("keepcost", ctypes.c_size_t)]
+
+
+def _malloc_in_use_reader() -> Optional[Callable[[], int]]:
+    """glibc's bytes in use (heap + mmapped chunks) via ``mallinfo2`` (glibc 2.33+): 0.7 µs.
+    Sees C allocations tracemalloc cannot; tracemalloc's own bookkeeping is taken off."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return None
+    mallinfo2.restype = _MallInfo2
+    mallinfo2.argtypes = []
+
+    def read() -> int:
+        info = mallinfo2()
+        own = tracemalloc.get_tracemalloc_memory() if tracemalloc.is_tracing() else 0
+        return int(info.uordblks + info.hblkhd) - own
+
+    return read
 
 
 def high_water_mark_resettable() -> bool:
@@ -205,6 +240,7 @@ class Tracker:
         self._read_lifetime_peak: Optional[Callable[[], int]] = None
         self._count_fds: Optional[Callable[[], int]] = None
         self._trim: Optional[Callable[[], object]] = None
+        self._malloc: Optional[Callable[[], int]] = None
         self.notes: list[str] = []
 
     # -- set-up -------------------------------------------------------------
@@ -242,6 +278,7 @@ class Tracker:
         if self._trace and not tracemalloc.is_tracing():
             tracemalloc.start(self._trace_frames)
             self._started_tracing = True
+        self._malloc = _malloc_in_use_reader()
         self._trim = _malloc_trim()
         if self._trim is not None:
             self._trim()  # start the first test from a heap without collection-time leftovers
@@ -282,7 +319,37 @@ class Tracker:
             self._proc.reset_peak()
         elif self._sampler is not None:
             self._sampler.reset(rss)
-        return Start(rss=rss, fds=fds, heap=self._heap(), lifetime_peak=lifetime)
+        return Start(
+            rss=rss,
+            fds=fds,
+            heap=self._heap(),
+            lifetime_peak=lifetime,
+            blocks=sys.getallocatedblocks(),
+            malloc=self._malloc() if self._malloc else None,
+        )
+
+    def growth(self, start: Start) -> Growth:
+        """What the run left allocated since ``start`` (read right after :meth:`finish`)."""
+        malloc = self._malloc() if self._malloc and start.malloc is not None else None
+        return Growth(
+            blocks=sys.getallocatedblocks() - start.blocks,
+            malloc=None if malloc is None or start.malloc is None else malloc - start.malloc,
+        )
+
+    def trim(self) -> None:
+        """Give freed C heap pages back to the OS (glibc), so RSS shows what is really kept."""
+        if self._trim is not None:
+            self._trim()
+
+    def state(self) -> tuple[int, int, Optional[int], Optional[int], Optional[int]]:
+        """Absolute ``(rss, blocks, fds, heap, malloc)`` now; heap whenever tracemalloc runs."""
+        return (
+            self._rss(),
+            sys.getallocatedblocks(),
+            self._count_fds() if self._count_fds else None,
+            tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None,
+            self._malloc() if self._malloc else None,
+        )
 
     def finish(self, start: Start) -> Measurement:
         """Readings after a test, relative to ``start``."""

@@ -34,7 +34,7 @@ def suite(pytester: pytest.Pytester) -> pytest.Pytester:
 
 def run(pytester: pytest.Pytester, *args: str, size: int = 8) -> pytest.RunResult:
     pytester._monkeypatch.setenv("MEMGUARD_TEST_SIZE", str(size))  # type: ignore[attr-defined]
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "--memguard", *args)
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "--memguard", "--memguard-leaks=off", *args)
 
 
 def baseline_of(pytester: pytest.Pytester) -> dict[str, dict[str, int]]:

@@ -112,7 +112,7 @@ def test_global_limit_from_the_command_line(pytester: pytest.Pytester, run_measu
                 pass
         """
     )
-    result, props = run_measured("--memguard-limit", "fds=0")
+    result, props = run_measured("--memguard-limit", "fds=0", "--memguard-leaks=off")
     result.assert_outcomes(passed=1, failed=1)
     assert props["test_opens_a_file"]["memguard_fds_gained"] == "1"
     assert props["test_opens_a_file"]["memguard_message"] == (

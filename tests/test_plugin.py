@@ -63,7 +63,7 @@ def test_off_by_default_does_nothing_measurable(pytester: pytest.Pytester) -> No
 
 
 def test_memguard_measures_every_kind_of_test(heavy_suite: pytest.Pytester, run_measured) -> None:
-    result, props = run_measured("--memguard")
+    result, props = run_measured("--memguard", "--memguard-leaks=off")
     result.assert_outcomes(passed=7)
     assert set(props) == {
         "test_heavy",
@@ -86,7 +86,7 @@ def test_memguard_measures_every_kind_of_test(heavy_suite: pytest.Pytester, run_
 
 
 def test_summary_lists_the_heaviest_tests(heavy_suite: pytest.Pytester, run_measured) -> None:
-    result, _ = run_measured("--memguard", "--memguard-top", "3")
+    result, _ = run_measured("--memguard", "--memguard-top", "3", "--memguard-leaks=off")
     result.stdout.fnmatch_lines(
         [
             "memguard: peak RSS: kernel high-water mark, reset per test; tracemalloc off*",
@@ -105,10 +105,10 @@ def test_summary_lists_the_heaviest_tests(heavy_suite: pytest.Pytester, run_meas
 
 
 def test_quiet_gives_one_line_and_very_quiet_none(heavy_suite: pytest.Pytester) -> None:
-    quiet = heavy_suite.runpytest_subprocess("--memguard", "-q", "-p", "no:cacheprovider")
+    quiet = heavy_suite.runpytest_subprocess("--memguard", "-q", "-p", "no:cacheprovider", "--memguard-leaks=off")
     quiet.stdout.fnmatch_lines(["7 tests measured; highest peak RSS *"])
     assert "Top " not in quiet.stdout.str()
-    silent = heavy_suite.runpytest_subprocess("--memguard", "-qq", "-p", "no:cacheprovider")
+    silent = heavy_suite.runpytest_subprocess("--memguard", "-qq", "-p", "no:cacheprovider", "--memguard-leaks=off")
     assert "tests measured" not in silent.stdout.str()
 
 
@@ -125,6 +125,7 @@ def test_ini_twins(heavy_suite: pytest.Pytester, run_measured) -> None:
         memguard = true
         memguard_trace = true
         memguard_top = 2
+        memguard_leaks = off
         memguard_limits =
             peak = 60 MiB
         """

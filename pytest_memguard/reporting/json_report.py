@@ -12,7 +12,11 @@ Schema 1 (a new key may appear in a minor release; a changed meaning bumps ``sch
           "figures": {"rss_peak": 123, "rss_retained": 0, "heap_peak": 45, "heap_retained": 6, "fds_gained": 0},
           "verdict": "ok | over_limit | regression | improvement | new",
           "message": "why, when not ok",
-          "findings": [{"figure": "rss_peak", "baseline": 100, "current": 123, "tolerance": 10, "kind": "regression"}]
+          "findings": [{"figure": "rss_peak", "baseline": 100, "current": 123, "tolerance": 10, "kind": "regression"}],
+          "leak": {"confirmed": true, "runs": 6, "bytes_per_run": 1024, "objects_per_run": 12.0, "fds_per_run": 0.0,
+                   "rss_per_run": 0, "heap_per_run": 1024, "malloc_per_run": 0, "indicators": ["steady_growth"],
+                   "pressure": 0.05, "sites": [{"where": "t.py:3", "bytes_per_run": 1024, "count_per_run": 1}],
+                   "note": ""}
         }
       },
       "gate": null | {"baseline": "<path>", "failed": false,
@@ -68,6 +72,22 @@ def render_json(
                 }
                 for f in record.findings
             ]
+        if record.leak is not None:
+            leak = record.leak
+            entry["leak"] = {
+                "confirmed": leak.confirmed,
+                "runs": leak.runs,
+                "bytes_per_run": leak.bytes_per_run,
+                "rss_per_run": leak.rss_per_run,
+                "heap_per_run": leak.heap_per_run,
+                "malloc_per_run": leak.malloc_per_run,
+                "objects_per_run": leak.blocks_per_run,
+                "fds_per_run": leak.fds_per_run,
+                "indicators": list(leak.indicators),
+                "pressure": leak.pressure,
+                "sites": [{"where": s.where, "bytes_per_run": s.size, "count_per_run": s.count} for s in leak.sites],
+                "note": leak.note,
+            }
         tests[record.nodeid] = entry
     gate_data = None
     if gate is not None:

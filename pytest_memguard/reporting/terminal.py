@@ -8,6 +8,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 from tabulate import tabulate
 
 from ..gate import GateResult
+from ..leak_detector import session_pressure
 from ..limits import LIMIT_KEYS, Breach, Limit, measured_value
 from ..record import MemoryRecord, Verdict
 from ..tolerance import FIGURES
@@ -50,9 +51,14 @@ def _top(records: Iterable[MemoryRecord], key: Callable[[MemoryRecord], int], co
 def render_summary(records: Sequence[MemoryRecord], *, top: int, brief: bool, notes: Sequence[str] = ()) -> str:
     """The ``memguard`` section: a headline, the heaviest tests, every breach."""
     over = [r for r in records if r.verdict == Verdict.OVER_LIMIT]
+    leaks = [r for r in records if r.leak is not None and r.leak.confirmed]
+    suspects = [r for r in records if r.leak is not None]
+    unchecked = [r for r in suspects if not r.leak.confirmed and r.leak.note]  # type: ignore[union-attr]
     headline = f"{len(records)} test{'' if len(records) == 1 else 's'} measured"
     if over:
         headline += f", {len(over)} over limit"
+    if leaks:
+        headline += f", {len(leaks)} leak{'' if len(leaks) == 1 else 's'}"
     if records:
         heaviest = max(records, key=lambda r: (r.measurement.rss_peak, r.nodeid))
         headline += f"; highest peak RSS {format_size(heaviest.measurement.rss_peak)} ({heaviest.nodeid})"
@@ -66,6 +72,23 @@ def render_summary(records: Sequence[MemoryRecord], *, top: int, brief: bool, no
     if over:
         lines += ["", "Over limit:"]
         lines += [f"  {r.nodeid}: {r.message}" for r in sorted(over, key=lambda r: r.nodeid)]
+    if leaks:
+        lines += ["", "Leaks (confirmed by re-running the test):"]
+        for record in sorted(leaks, key=lambda r: r.nodeid):
+            leak = record.leak
+            assert leak is not None
+            lines.append(f"  {record.nodeid}: {leak.summary()}")
+            if not brief:
+                lines += [
+                    f"      {format_size(site.size)}/run, {site.count}/run at {site.where}" for site in leak.sites
+                ]
+    if suspects:
+        pressure = session_pressure([r.leak.pressure for r in suspects if r.leak is not None])
+        lines.append(
+            f"leak screening: {len(suspects)} suspect(s) re-run to confirm, {len(leaks)} confirmed; "
+            f"session memory pressure {pressure:.2f}"
+        )
+    lines += [f"not checked for leaks: {r.nodeid}: {r.leak.note}" for r in unchecked if r.leak is not None]
     lines += [f"note: {note}" for note in notes]
     return "\n".join(lines)
 
@@ -89,7 +112,15 @@ def render_details(record: MemoryRecord, limits: Mapping[str, Limit], breaches: 
                 "OVER" if key in breached else "ok",
             ]
         )
-    return tabulate(rows, headers=["figure", "measured", "limit", "limit from", "status"], disable_numparse=True)
+    table = tabulate(rows, headers=["figure", "measured", "limit", "limit from", "status"], disable_numparse=True)
+    leak = record.leak
+    if leak is None or not leak.confirmed:
+        return table
+    lines = [table, "", f"leak: {leak.summary()}"]
+    if leak.indicators:
+        lines.append(f"indicators: {', '.join(leak.indicators)}; memory pressure {leak.pressure:.2f}")
+    lines += [f"  {format_size(site.size)}/run, {site.count}/run at {site.where}" for site in leak.sites]
+    return "\n".join(lines)
 
 
 def _findings_table(records: Sequence[MemoryRecord]) -> str:

@@ -1,0 +1,146 @@
+"""Confirming a leak suspect: re-run the whole test, unlogged, and watch the growth per run.
+
+Only suspects pay for this (screening is in :mod:`pytest_memguard.session`). Each re-run
+is a full setup/call/teardown (as pytest-rerunfailures does it), its reports are
+dropped, and after each one the cycle collector runs and the C allocator is trimmed,
+so the samples show what the test really keeps. tracemalloc watches the re-runs
+(started here if it was off) to name the allocation sites that grew.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import gc
+import os
+import sys
+import tracemalloc
+import warnings
+from typing import Optional
+
+import _pytest
+import pluggy
+import pytest
+from _pytest.runner import runtestprotocol
+
+from .leak_detector import AllocationSite, LeakReport, RunSample, decide, judge_runs
+from .tracker import Tracker
+
+__all__ = ["confirm_leak", "rerun_unlogged"]
+
+
+def _package_dir(module_file: Optional[str]) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(module_file or "")), "*")
+
+
+# pytest's, pluggy's and our own frames are never where a user's test leaks
+_HIDDEN_FRAMES = (
+    _package_dir(_pytest.__file__),
+    _package_dir(pytest.__file__),
+    _package_dir(pluggy.__file__),
+    _package_dir(__file__),
+    tracemalloc.__file__,
+    "<frozen importlib._bootstrap*>",
+    "<unknown>",
+)
+TOP_SITES = 5
+for _pattern in _HIDDEN_FRAMES:  # compile the patterns now, not between two snapshots
+    fnmatch.fnmatch("", _pattern)
+
+
+def _hidden(filename: str) -> bool:
+    return any(fnmatch.fnmatch(filename, pattern) for pattern in _HIDDEN_FRAMES)
+
+
+def rerun_unlogged(item: pytest.Item, nextitem: Optional[pytest.Item]) -> list[pytest.TestReport]:
+    """Run ``item`` again; its reports go nowhere (not the terminal, not JUnit, not xdist).
+
+    Its warnings neither: pytest collects a test's warnings around the whole protocol, so
+    without our own recording context every re-run would add its warnings to the summary
+    (and the growing list of them would look like a leak)."""
+    with warnings.catch_warnings(record=True):
+        return runtestprotocol(item, nextitem=nextitem, log=False)
+
+
+def _snapshot() -> tracemalloc.Snapshot:
+    # Unfiltered: Snapshot.filter_traces runs fnmatch per trace in Python (seconds for a
+    # fully traced process); the hidden frames are dropped per line in _grown_sites instead.
+    return tracemalloc.take_snapshot()
+
+
+def _grown_sites(before: tracemalloc.Snapshot, steps: int) -> tuple[AllocationSite, ...]:
+    """Where the heap grew between the warm-up re-run and the last one, per run."""
+    growth = [
+        s for s in _snapshot().compare_to(before, "lineno") if s.size_diff > 0 and not _hidden(s.traceback[0].filename)
+    ]
+    growth.sort(key=lambda s: s.size_diff, reverse=True)
+    # Sites that add less than 2% of the growth (or 64 B/run) are the re-running's own noise.
+    floor = max(64 * max(1, steps), sum(s.size_diff for s in growth) // 50)
+    sites = []
+    for stat in [s for s in growth if s.size_diff >= floor][:TOP_SITES]:
+        frame = stat.traceback[0]
+        sites.append(
+            AllocationSite(
+                f"{frame.filename}:{frame.lineno}",
+                stat.size_diff // max(1, steps),
+                max(0, stat.count_diff) // max(1, steps),
+            )
+        )
+    return tuple(sites)
+
+
+def _less(value: Optional[int], own: int) -> Optional[int]:
+    return None if value is None else value - own
+
+
+def confirm_leak(
+    item: pytest.Item,
+    nextitem: Optional[pytest.Item],
+    tracker: Tracker,
+    *,
+    max_steps: int,
+    first_run_rss: int,
+    frames: int = 1,
+) -> LeakReport:
+    """Re-run a suspect until it is clearly clean, clearly leaking, or ``max_steps`` measured re-runs."""
+    started_tracing = not tracemalloc.is_tracing()
+    if started_tracing:
+        tracemalloc.start(frames)
+    samples: list[RunSample] = []
+    before: Optional[tracemalloc.Snapshot] = None
+    own_blocks = own_heap = 0
+    try:
+        for run in range(max_steps + 1):  # run 0 warms up: tracing starts, fixtures settle
+            start = tracker.start()
+            reports = rerun_unlogged(item, nextitem)
+            measured = tracker.finish(start)
+            if not all(report.passed for report in reports):
+                return LeakReport(
+                    confirmed=False,
+                    runs=run + 2,
+                    rss_per_run=0,
+                    heap_per_run=None,
+                    malloc_per_run=None,
+                    blocks_per_run=0.0,
+                    fds_per_run=0.0,
+                    note="did not pass when re-run, so it was not checked for leaks; "
+                    "mark it @pytest.mark.memguard(leak=False) to skip the check",
+                )
+            gc.collect()
+            tracker.trim()
+            rss, blocks, fds, heap, malloc = tracker.state()
+            # What we keep (the samples, the first snapshot) must not look like the test's growth:
+            # count our own blocks and traced bytes and take them off every later sample.
+            samples.append(RunSample(rss, blocks - own_blocks, fds, _less(heap, own_heap), malloc, measured.rss_peak))
+            if run == 0:
+                before = _snapshot()
+            own_blocks += sys.getallocatedblocks() - blocks
+            own_heap += (tracemalloc.get_traced_memory()[0] - heap) if heap is not None else 0
+            if run > 0 and decide(samples, max_steps) is not None:
+                break
+        steps = len(samples) - 1
+        leaking = decide(samples, steps) is True
+        sites = _grown_sites(before, steps) if leaking and before is not None else ()
+        return judge_runs(samples, first_run_rss=first_run_rss, traced=True, sites=sites)
+    finally:
+        if started_tracing:
+            tracemalloc.stop()

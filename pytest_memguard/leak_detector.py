@@ -1,0 +1,237 @@
+"""Leak verdicts: from a test's repeated measurements to leak / clean. No pytest here.
+
+The plugin screens every test cheaply (retained RSS after trimming the allocator,
+malloc'd bytes, allocated blocks, open fds); a test that crosses a screening
+threshold is a *suspect*. A suspect is re-run several times and this module fits
+the growth per run across those runs: a leak keeps growing run after run, while
+an import, a warm-up cache or a module fixture grows once and then stops.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from statistics import median
+from typing import NamedTuple, Optional, Sequence
+
+from .units import format_size
+
+__all__ = [
+    "AllocationSite",
+    "LeakReport",
+    "RunSample",
+    "Screening",
+    "decide",
+    "judge_runs",
+    "pressure_score",
+    "session_pressure",
+]
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+class RunSample(NamedTuple):
+    """Process state after one run of a test (absolute values, not deltas).
+
+    ``heap``: tracemalloc's traced bytes (``None`` when not tracing); ``malloc``:
+    glibc's bytes in use (``None`` elsewhere); ``peak``: that run's peak RSS above its start.
+    """
+
+    rss: int
+    blocks: int
+    fds: Optional[int]
+    heap: Optional[int]
+    malloc: Optional[int]
+    peak: int
+
+
+@dataclass(frozen=True)
+class AllocationSite:
+    """Where memory grew during the confirmation runs (tracemalloc), per run."""
+
+    where: str
+    size: int
+    count: int
+
+
+@dataclass(frozen=True)
+class Screening:
+    """The thresholds that make a test a suspect (one run's growth) and a leak (growth per run)."""
+
+    rss: int = 1 * MIB
+    malloc: int = 4 * KIB
+    blocks: int = 256
+    heap: int = 4 * KIB
+    fds: int = 1
+
+    def suspect(self, rss: int, malloc: Optional[int], blocks: int, heap: Optional[int], fds: Optional[int]) -> bool:
+        return (
+            rss >= self.rss
+            or (malloc is not None and malloc >= self.malloc)
+            or blocks >= self.blocks
+            or (heap is not None and heap >= self.heap)
+            or (fds is not None and fds >= self.fds)
+        )
+
+
+@dataclass(frozen=True)
+class LeakReport:
+    """The verdict on one suspect after its confirmation runs."""
+
+    confirmed: bool
+    runs: int
+    rss_per_run: int
+    heap_per_run: Optional[int]
+    malloc_per_run: Optional[int]
+    blocks_per_run: float
+    fds_per_run: float
+    indicators: tuple[str, ...] = ()
+    pressure: float = 0.0
+    sites: tuple[AllocationSite, ...] = ()
+    note: str = ""
+
+    @property
+    def bytes_per_run(self) -> int:
+        """Bytes kept per run: the largest of the Python heap's, the C heap's and RSS's growth
+        (each sees what the others miss: native buffers, small objects in arenas)."""
+        return max(v for v in (self.rss_per_run, self.heap_per_run, self.malloc_per_run, 0) if v is not None)
+
+    def summary(self) -> str:
+        """One line: how much per run, of what, confirmed by how many runs."""
+        parts = [f"{format_size(self.bytes_per_run)}/run"]
+        if self.blocks_per_run >= 1:
+            parts.append(f"{self.blocks_per_run:,.0f} objects/run")
+        if self.fds_per_run >= 1:
+            parts.append(f"{self.fds_per_run:g} fds/run")
+        text = f"leaks {', '.join(parts)} over {self.runs} runs"
+        if self.note:
+            text += f"; {self.note}"
+        return text
+
+
+#: growth per run that counts, per signal; below it a step is noise
+FLOORS: dict[str, float] = {"heap": 512, "malloc": 64 * KIB, "blocks": 16, "rss": 512 * KIB, "fds": 1}
+MIN_STEPS = 3
+
+
+def _steps(samples: Sequence[RunSample], signal: str) -> Optional[list[int]]:
+    values = [getattr(sample, signal) for sample in samples]
+    if any(value is None for value in values):
+        return None
+    return [b - a for a, b in zip(values, values[1:])]
+
+
+def _leaking(steps: Optional[list[int]], floor: float) -> bool:
+    """Persistent, repeating growth: every step (one forgiven from four on) at least the floor
+    and at least a quarter of the typical step. A cache or an import grows once and stops; a
+    cache filling up, or objects made before tracing started being replaced by traced ones,
+    grows by less and less, which fails the second test."""
+    if not steps or len(steps) < MIN_STEPS:
+        return False
+    typical = median(steps)
+    bar = max(floor, typical / 4)
+    rising = sum(1 for step in steps if step >= bar)
+    return rising >= len(steps) - (1 if len(steps) >= 4 else 0) and typical >= floor
+
+
+def decide(samples: Sequence[RunSample], max_steps: int) -> Optional[bool]:
+    """``True`` leak, ``False`` clean, ``None`` run again. ``samples``: state after a warm-up
+    re-run, then after each measured re-run (all after ``gc.collect()`` and an allocator trim)."""
+    steps = {signal: _steps(samples, signal) for signal in FLOORS}
+    if any(_leaking(values, FLOORS[signal]) for signal, values in steps.items()):
+        return True
+    count = len(samples) - 1
+    if count >= max_steps:
+        return False
+    if count >= 2 and all(values is None or max(values[-2:]) < FLOORS[signal] for signal, values in steps.items()):
+        return False
+    return None
+
+
+def _per_run(steps: Optional[list[int]]) -> Optional[float]:
+    return None if steps is None else (max(0.0, float(median(steps))) if steps else 0.0)
+
+
+def judge_runs(
+    samples: Sequence[RunSample], *, first_run_rss: int, traced: bool, sites: Sequence[AllocationSite] = ()
+) -> LeakReport:
+    """The report on a suspect from its confirmation samples (see :func:`decide`).
+
+    ``first_run_rss``: what the first run retained (a large one-off is worth saying);
+    ``traced``: whether tracemalloc watched the re-runs (if so and only RSS grew, the
+    growth is native memory tracemalloc cannot see, and the report says so)."""
+    steps = {signal: _steps(samples, signal) for signal in FLOORS}
+    confirmed = any(_leaking(values, FLOORS[signal]) for signal, values in steps.items())
+    rss = _per_run(steps["rss"]) or 0.0
+    heap = _per_run(steps["heap"])
+    malloc = _per_run(steps["malloc"])
+    report = LeakReport(
+        confirmed=confirmed,
+        runs=len(samples) + 1,  # the first run and the warm-up re-run are not in the steps
+        rss_per_run=round(rss),
+        heap_per_run=None if heap is None else round(heap),
+        malloc_per_run=None if malloc is None else round(malloc),
+        blocks_per_run=_per_run(steps["blocks"]) or 0.0,
+        fds_per_run=_per_run(steps["fds"]) or 0.0,
+        sites=tuple(sites),
+    )
+    indicators = _indicators(samples, steps, report, first_run_rss)
+    note = ""
+    native = _leaking(steps["rss"], FLOORS["rss"]) or _leaking(steps["malloc"], FLOORS["malloc"])
+    if confirmed and traced and native and not _leaking(steps["heap"], FLOORS["heap"]):
+        grown = max(report.rss_per_run, report.malloc_per_run or 0)
+        note = f"native (non-Python) memory grew by ~{format_size(grown)}/run; tracemalloc cannot see it"
+    return replace(report, indicators=indicators, pressure=pressure_score(report, indicators), note=note)
+
+
+def _slope(values: Sequence[int]) -> float:
+    """Least-squares growth per run."""
+    count = len(values)
+    if count < 2:
+        return 0.0
+    mean_x = (count - 1) / 2
+    mean_y = sum(values) / count
+    numerator = sum((x - mean_x) * (y - mean_y) for x, y in enumerate(values))
+    return numerator / sum((x - mean_x) ** 2 for x in range(count))
+
+
+def _indicators(
+    samples: Sequence[RunSample], steps: dict[str, Optional[list[int]]], report: LeakReport, first_run_rss: int
+) -> tuple[str, ...]:
+    """The seed analysis's indicators that make sense for one test."""
+    found = []
+    growth = next((values for name in ("heap", "malloc", "rss") if (values := steps[name])), None) or []
+    if report.confirmed and growth and all(step > 0 for step in growth):
+        found.append("steady_growth")
+    rising = len(growth) >= 3 and all(b > a for a, b in zip(growth, growth[1:]))
+    if report.confirmed and rising and growth[-1] > 1.5 * max(1, growth[0]):
+        found.append("accelerating_growth")
+    if report.confirmed and report.blocks_per_run > 1000:
+        found.append("many_small_objects")
+    if first_run_rss >= 8 * MIB and report.rss_per_run < MIB:
+        found.append("large_one_off")
+    peaks = [sample.peak for sample in samples]
+    if len(peaks) >= 3 and all(b > a for a, b in zip(peaks, peaks[1:])) and _slope(peaks) >= MIB / 4:
+        found.append("growing_peak")
+    return tuple(found)
+
+
+def pressure_score(report: LeakReport, indicators: Sequence[str]) -> float:
+    """0.0-1.0: how hard a test pushes memory up per run. Zero unless a leak is confirmed;
+    then by bytes per run on a log scale (1 KiB -> 0.0, 1 MiB -> 0.5, 1 GiB -> 1.0),
+    plus 0.1 for each of accelerating growth, a growing peak, many small objects."""
+    if not report.confirmed:
+        return 0.0
+    per_run = max(report.bytes_per_run, 1)
+    base = min(1.0, max(0.0, (math.log2(per_run) - 10) / 20))
+    bonus = 0.1 * sum(1 for name in ("accelerating_growth", "growing_peak", "many_small_objects") if name in indicators)
+    return round(min(1.0, base + bonus), 2)
+
+
+def session_pressure(pressures: Sequence[float]) -> float:
+    """The session's score: 1 - prod(1 - p), so one heavy leak or many light ones both show."""
+    remaining = 1.0
+    for pressure in pressures:
+        remaining *= 1.0 - pressure
+    return round(1.0 - remaining, 2)

@@ -1,0 +1,119 @@
+"""Leak verdicts from synthetic confirmation samples (pure units)."""
+
+from __future__ import annotations
+
+from pytest_memguard.leak_detector import (
+    LeakReport,
+    RunSample,
+    Screening,
+    decide,
+    judge_runs,
+    pressure_score,
+    session_pressure,
+)
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+def samples(
+    heap_steps: list[int] | None = None,
+    *,
+    rss_steps: list[int] | None = None,
+    block_steps: list[int] | None = None,
+    fd_steps: list[int] | None = None,
+    malloc_steps: list[int] | None = None,
+) -> list[RunSample]:
+    count = len(next(s for s in (heap_steps, rss_steps, block_steps, fd_steps, malloc_steps) if s is not None))
+
+    def series(start: int, steps: list[int] | None) -> list[int]:
+        values = [start]
+        for step in steps or [0] * count:
+            values.append(values[-1] + step)
+        return values
+
+    heap = series(10 * MIB, heap_steps)
+    rss = series(100 * MIB, rss_steps)
+    blocks = series(200_000, block_steps)
+    fds = series(20, fd_steps)
+    malloc = series(50 * MIB, malloc_steps)
+    return [RunSample(rss[i], blocks[i], fds[i], heap[i], malloc[i], MIB) for i in range(count + 1)]
+
+
+def test_steady_growth_is_a_leak() -> None:
+    report = judge_runs(samples([64 * KIB] * 3, block_steps=[1, 1, 1]), first_run_rss=0, traced=True)
+    assert report.confirmed
+    assert report.heap_per_run == 64 * KIB
+    assert "steady_growth" in report.indicators
+    assert report.summary().startswith("leaks 64.0 KiB/run")
+
+
+def test_growth_once_then_flat_is_clean() -> None:
+    assert decide(samples([0, 0]), max_steps=6) is False
+    assert not judge_runs(samples([0, 0, 0]), first_run_rss=20 * MIB, traced=True).confirmed
+
+
+def test_a_filling_cache_slows_down_and_is_clean() -> None:
+    # objects made before tracing started being replaced by traced ones: less and less growth
+    assert not judge_runs(samples([29_000, 20_000, 1_000]), first_run_rss=0, traced=True).confirmed
+
+
+def test_noise_below_the_floor_is_clean() -> None:
+    assert not judge_runs(samples([300, 200, 400], rss_steps=[4096, 0, 8192]), first_run_rss=0, traced=True).confirmed
+
+
+def test_one_flat_step_is_forgiven_from_four_steps() -> None:
+    assert judge_runs(samples([MIB, MIB, 0, MIB]), first_run_rss=0, traced=True).confirmed
+    assert not judge_runs(samples([MIB, 0, MIB]), first_run_rss=0, traced=True).confirmed
+
+
+def test_decide_waits_for_enough_steps() -> None:
+    assert decide(samples([MIB, MIB]), max_steps=6) is None
+    assert decide(samples([MIB, MIB, MIB]), max_steps=6) is True
+
+
+def test_native_growth_is_named_as_such() -> None:
+    report = judge_runs(samples([0, 0, 0], rss_steps=[4 * MIB] * 3), first_run_rss=0, traced=True)
+    assert report.confirmed
+    assert report.note == "native (non-Python) memory grew by ~4.0 MiB/run; tracemalloc cannot see it"
+
+
+def test_file_descriptors() -> None:
+    report = judge_runs(samples([0, 0, 0], fd_steps=[2, 2, 2]), first_run_rss=0, traced=True)
+    assert report.confirmed
+    assert report.fds_per_run == 2
+    assert "2 fds/run" in report.summary()
+
+
+def test_many_small_objects_and_accelerating_growth() -> None:
+    report = judge_runs(
+        samples([100 * KIB, 200 * KIB, 400 * KIB], block_steps=[2000, 4000, 8000]), first_run_rss=0, traced=True
+    )
+    assert {"many_small_objects", "accelerating_growth"} <= set(report.indicators)
+
+
+def test_large_one_off() -> None:
+    report = judge_runs(samples([0, 0, 0]), first_run_rss=64 * MIB, traced=True)
+    assert report.indicators == ("large_one_off",)
+
+
+def test_pressure_score_scale() -> None:
+    def leak(per_run: int) -> LeakReport:
+        return LeakReport(True, 5, per_run, None, None, 0.0, 0.0)
+
+    assert pressure_score(leak(KIB), ()) == 0.0
+    assert pressure_score(leak(MIB), ()) == 0.5
+    assert pressure_score(leak(1024 * MIB), ()) == 1.0
+    assert pressure_score(leak(MIB), ("growing_peak",)) == 0.6
+    assert pressure_score(LeakReport(False, 5, 10 * MIB, None, None, 0.0, 0.0), ()) == 0.0
+    assert session_pressure([0.5, 0.5]) == 0.75
+    assert session_pressure([]) == 0.0
+
+
+def test_screening_thresholds() -> None:
+    screen = Screening()
+    assert not screen.suspect(rss=0, malloc=100, blocks=40, heap=None, fds=0)
+    assert screen.suspect(rss=2 * MIB, malloc=None, blocks=0, heap=None, fds=None)
+    assert screen.suspect(rss=0, malloc=8 * KIB, blocks=0, heap=None, fds=0)
+    assert screen.suspect(rss=0, malloc=0, blocks=1000, heap=None, fds=0)
+    assert screen.suspect(rss=0, malloc=0, blocks=0, heap=None, fds=1)

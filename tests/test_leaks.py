@@ -1,0 +1,141 @@
+"""Leak screening and confirmation end to end (pytester sessions in subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+CORPUS = Path(__file__).parent / "corpus" / "leak_suite.py"
+
+LEAKY = """
+import pytest
+
+KEPT = []
+
+def test_leaks():
+    KEPT.append(bytearray(2 * 1024 * 1024))
+
+def test_clean():
+    block = bytearray(2 * 1024 * 1024)
+    del block
+"""
+
+
+def verdicts(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, dict[str, dict[str, object]]]:
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--memguard", "--memguard-json=r.json", *args)
+    tests = json.loads((pytester.path / "r.json").read_text())["tests"]
+    return result, {nodeid.split("::", 1)[1]: entry for nodeid, entry in tests.items()}
+
+
+def test_corpus_leaks_caught_and_false_alarms_not_raised(pytester: pytest.Pytester) -> None:
+    shutil.copy(CORPUS, pytester.path / "leak_suite.py")
+    _, tests = verdicts(pytester, "leak_suite.py")
+    leaks = {name for name, entry in tests.items() if entry["verdict"] == "leak"}
+    expected = {name for name in tests if name.startswith("test_leak_")} - {"test_leak_list_1kib_per_run_slow"}
+    assert leaks == expected
+    assert not {name for name in leaks if "clean" in name}
+
+
+def test_confirmed_leak_fails_with_one_line_and_names_the_site(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_leaky=LEAKY)
+    result, tests = verdicts(pytester, "-rf")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "leaks 2.0 MiB/run over * runs",
+            "*- memguard -*",
+            "leak: leaks 2.0 MiB/run over * runs",
+            "  2.0 MiB/run, */run at *test_leaky.py:6",
+            "Leaks (confirmed by re-running the test):",
+            "  test_leaky.py::test_leaks: leaks 2.0 MiB/run over * runs",
+            "leak screening: 1 suspect(s) re-run to confirm, 1 confirmed; session memory pressure *",
+            "FAILED test_leaky.py::test_leaks - MemoryLimitExceeded: leaks 2.0 MiB/run*",
+        ]
+    )
+    leak = tests["test_leaks"]["leak"]
+    assert isinstance(leak, dict)
+    assert leak["confirmed"] is True
+    assert tests["test_clean"]["verdict"] == "ok"
+
+
+def test_warn_and_off(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_leaky=LEAKY)
+    warned, tests = verdicts(pytester, "--memguard-leaks=warn")
+    warned.assert_outcomes(passed=2)
+    assert tests["test_leaks"]["verdict"] == "leak"
+    off, tests = verdicts(pytester, "--memguard-leaks=off")
+    off.assert_outcomes(passed=2)
+    assert "leak" not in tests["test_leaks"]
+
+
+def test_marker_leak_false_never_reruns_the_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_once="""
+        import pytest
+        RUNS = []
+
+        @pytest.mark.memguard(leak=False)
+        def test_side_effects():
+            RUNS.append(bytearray(2 * 1024 * 1024))
+            assert len(RUNS) == 1
+
+        @pytest.mark.memguard(leak="sometimes")
+        def test_bad_value():
+            pass
+        """
+    )
+    result, tests = verdicts(pytester)
+    result.assert_outcomes(passed=1, errors=1)
+    assert "leak" not in tests["test_side_effects"]
+    result.stdout.fnmatch_lines(["*leak='sometimes': use True, False, 'fail', 'warn' or 'off'*"])
+
+
+def test_a_test_that_cannot_be_repeated_is_reported_not_rerun_silently(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_once="""
+        RUNS = []
+
+        def test_only_once():
+            RUNS.append(bytearray(2 * 1024 * 1024))
+            assert len(RUNS) == 1
+        """
+    )
+    result, tests = verdicts(pytester)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["not checked for leaks: test_once.py::test_only_once: did not pass when re-run*"])
+    assert tests["test_only_once"]["verdict"] == "ok"
+
+
+def test_reruns_add_no_reports_warnings_or_subtests(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_noisy="""
+        import warnings
+        KEPT = []
+
+        def test_warns_and_leaks():
+            warnings.warn("careful", UserWarning)
+            KEPT.append(bytearray(2 * 1024 * 1024))
+
+        def test_subtests_leak(subtests):
+            for i in range(3):
+                with subtests.test(i=i):
+                    KEPT.append(bytearray(2 * 1024 * 1024))
+        """
+    )
+    result, tests = verdicts(pytester, "-q", "--junitxml=out.xml", "--memguard-leaks=warn")
+    result.stdout.fnmatch_lines(["*2 passed, 1 warning, 3 subtests passed*"])
+    assert tests["test_warns_and_leaks"]["verdict"] == "leak"
+    assert "leak" not in tests["test_subtests_leak"]  # it reports itself, so it is not re-run
+    assert (pytester.path / "out.xml").read_text().count("<testcase ") == 2
+
+
+def test_xdist_workers_confirm_leaks_too(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_leaky=LEAKY)
+    result, tests = verdicts(pytester, "-n", "2")
+    result.assert_outcomes(passed=1, failed=1)
+    assert tests["test_leaks"]["verdict"] == "leak"
+    result.stdout.fnmatch_lines(["leak screening: 1 suspect(s) re-run to confirm, 1 confirmed*"])
