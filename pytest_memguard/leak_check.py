@@ -57,8 +57,16 @@ def rerun_unlogged(item: pytest.Item, nextitem: Optional[pytest.Item]) -> list[p
     Its warnings neither: pytest collects a test's warnings around the whole protocol, so
     without our own recording context every re-run would add its warnings to the summary
     (and the growing list of them would look like a leak)."""
-    with warnings.catch_warnings(record=True):
-        return runtestprotocol(item, nextitem=nextitem, log=False)
+    # Captured output (report sections) and record_property() values pile up on the item
+    # itself; what a hidden re-run adds is dropped, or it would show, and look like a leak.
+    sections: list[object] = getattr(item, "_report_sections", [])
+    kept_sections, kept_properties = len(sections), len(item.user_properties)
+    try:
+        with warnings.catch_warnings(record=True):
+            return runtestprotocol(item, nextitem=nextitem, log=False)
+    finally:
+        del sections[kept_sections:]
+        del item.user_properties[kept_properties:]
 
 
 def _snapshot() -> tracemalloc.Snapshot:

@@ -115,8 +115,10 @@ def test_reruns_add_no_reports_warnings_or_subtests(pytester: pytest.Pytester) -
         import warnings
         KEPT = []
 
-        def test_warns_and_leaks():
+        def test_warns_and_leaks(record_property):
             warnings.warn("careful", UserWarning)
+            record_property("mine", 1)
+            print("hello from the test")
             KEPT.append(bytearray(2 * 1024 * 1024))
 
         def test_subtests_leak(subtests):
@@ -125,11 +127,15 @@ def test_reruns_add_no_reports_warnings_or_subtests(pytester: pytest.Pytester) -
                     KEPT.append(bytearray(2 * 1024 * 1024))
         """
     )
-    result, tests = verdicts(pytester, "-q", "--junitxml=out.xml", "--memguard-leaks=warn")
+    junit = ("--junitxml=out.xml", "-o", "junit_family=xunit1", "-o", "junit_logging=system-out")
+    result, tests = verdicts(pytester, "-q", *junit, "--memguard-leaks=warn")
     result.stdout.fnmatch_lines(["*2 passed, 1 warning, 3 subtests passed*"])
     assert tests["test_warns_and_leaks"]["verdict"] == "leak"
     assert "leak" not in tests["test_subtests_leak"]  # it reports itself, so it is not re-run
-    assert (pytester.path / "out.xml").read_text().count("<testcase ") == 2
+    xml = (pytester.path / "out.xml").read_text()
+    assert xml.count("<testcase ") == 2
+    assert xml.count('<property name="mine" value="1" />') == 1
+    assert xml.count("hello from the test") == 1
 
 
 def test_xdist_workers_confirm_leaks_too(pytester: pytest.Pytester) -> None:
