@@ -17,6 +17,7 @@ the interpreter's own site-packages are left alone. Standard library only (pip r
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shlex
@@ -25,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,10 +37,13 @@ WORK = HERE / ".work"
 REPO = HERE.parent
 PYTEST = (sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:xdist", "-q")
 MODES: Dict[str, Tuple[str, ...]] = {
-    "memguard": ("--memguard",),
+    "memguard": ("--memguard",),  # the default mode: measuring, limits and leak screening
+    "noleaks": ("--memguard", "--memguard-leaks=off"),
     "trace": ("--memguard", "--memguard-trace"),
+    "xtracemalloc": (),  # no plugin flags, but tracemalloc on from the start: tracemalloc's own cost
     "unloaded": ("-p", "no:memguard"),  # the plugin not even loaded: what "installed but off" costs, inverted
 }
+MODE_ENV: Dict[str, Dict[str, str]] = {"xtracemalloc": {"PYTHONTRACEMALLOC": "1"}}  # = python -X tracemalloc=1
 # Unset for the runs: PYTEST_ADDOPTS would change what runs; without bytecode caches every run recompiles.
 UNSET = ("PYTEST_ADDOPTS", "PYTHONDONTWRITEBYTECODE")
 CONFIGS = ("pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg")  # pytest's own search order
@@ -202,7 +207,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for round_no in range(-opts.warmup + 1, opts.rounds + 1):
         line = [f"warmup {round_no + opts.warmup}/{opts.warmup}" if round_no < 1 else f"round {round_no}/{opts.rounds}"]
         for label, args in labelled:
-            elapsed, cpu, counts = run_once(suite, label, args, env)
+            elapsed, cpu, counts = run_once(suite, label, args, {**env, **MODE_ENV.get(label, {})})
             counts.pop("warnings", None)  # may legitimately differ; the outcomes may not
             if not expected:
                 expected = counts
@@ -224,8 +229,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for label, _ in labelled[1:]:
         print(f"{label} CPU time: median overhead {overhead(cpus['plain'], cpus[label])}")
     for label, args in labelled[1:]:
-        print(f"{title}: {' '.join(args)} median overhead {overhead(times['plain'], times[label])}")
+        shown = " ".join(args) or " ".join(f"{k}={v}" for k, v in MODE_ENV.get(label, {}).items())
+        print(f"{title}: {shown} median overhead {overhead(times['plain'], times[label])}")
+    if "memguard" in modes:
+        print(f"{title}: {count_suspects(suite, env)}")
     return 0
+
+
+def count_suspects(suite: Suite, env: Dict[str, str]) -> str:
+    """One more --memguard run, with results as JSON: how many tests leak screening re-ran."""
+    with tempfile.TemporaryDirectory() as tmp:
+        results = Path(tmp) / "results.json"
+        subprocess.run(command(suite, ("--memguard", f"--memguard-json={results}")), cwd=suite.cwd, env=env,
+                       capture_output=True, check=False)  # fmt: skip
+        if not results.exists():
+            return "leak screening: no results file was written"
+        tests = json.loads(results.read_text())["tests"]
+    suspects = [entry["leak"] for entry in tests.values() if "leak" in entry]
+    confirmed = sum(1 for leak in suspects if leak["confirmed"])
+    return f"leak screening: {len(suspects)} suspect(s) of {len(tests)} tests re-run to confirm, {confirmed} confirmed"
 
 
 def overhead(base: Sequence[float], other: Sequence[float]) -> str:

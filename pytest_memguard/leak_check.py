@@ -22,7 +22,7 @@ import pluggy
 import pytest
 from _pytest.runner import runtestprotocol
 
-from .leak_detector import AllocationSite, LeakReport, RunSample, decide, judge_runs
+from .leak_detector import AllocationSite, LeakReport, RunSample, decide, judge_runs, quiet
 from .tracker import Tracker
 
 __all__ = ["confirm_leak", "rerun_unlogged"]
@@ -43,6 +43,7 @@ _HIDDEN_FRAMES = (
     "<unknown>",
 )
 TOP_SITES = 5
+QUICK_RUNS = 3  # untraced: a warm-up and two measured steps
 for _pattern in _HIDDEN_FRAMES:  # compile the patterns now, not between two snapshots
     fnmatch.fnmatch("", _pattern)
 
@@ -100,6 +101,51 @@ def _less(value: Optional[int], own: int) -> Optional[int]:
     return None if value is None else value - own
 
 
+def _unrepeatable(runs: int) -> LeakReport:
+    return LeakReport(
+        confirmed=False,
+        runs=runs,
+        rss_per_run=0,
+        heap_per_run=None,
+        malloc_per_run=None,
+        blocks_per_run=0.0,
+        fds_per_run=0.0,
+        note="did not pass when re-run, so it was not checked for leaks; "
+        "mark it @pytest.mark.memguard(leak=False) to skip the check",
+    )
+
+
+class _Sampling:
+    """Re-runs a test and keeps what the process holds after each run."""
+
+    def __init__(self, item: pytest.Item, nextitem: Optional[pytest.Item], tracker: Tracker) -> None:
+        self.item, self.nextitem, self.tracker = item, nextitem, tracker
+        self.samples: list[RunSample] = []
+        self.before: Optional[tracemalloc.Snapshot] = None
+        self._own_blocks = self._own_heap = 0
+
+    def run(self, *, snapshot_first: bool = False) -> bool:
+        """One more run; ``False`` if it did not pass."""
+        start = self.tracker.start()
+        reports = rerun_unlogged(self.item, self.nextitem)
+        measured = self.tracker.finish(start)
+        if not all(report.passed for report in reports):
+            return False
+        gc.collect()
+        self.tracker.trim()
+        rss, blocks, fds, heap, malloc = self.tracker.state()
+        # What we keep (the samples, the first snapshot) must not look like the test's growth:
+        # count our own blocks and traced bytes and take them off every later sample.
+        self.samples.append(
+            RunSample(rss, blocks - self._own_blocks, fds, _less(heap, self._own_heap), malloc, measured.rss_peak)
+        )
+        if snapshot_first and self.before is None:
+            self.before = _snapshot()
+        self._own_blocks += sys.getallocatedblocks() - blocks
+        self._own_heap += (tracemalloc.get_traced_memory()[0] - heap) if heap is not None else 0
+        return True
+
+
 def confirm_leak(
     item: pytest.Item,
     nextitem: Optional[pytest.Item],
@@ -109,46 +155,34 @@ def confirm_leak(
     first_run_rss: int,
     frames: int = 1,
 ) -> LeakReport:
-    """Re-run a suspect until it is clearly clean, clearly leaking, or ``max_steps`` measured re-runs."""
-    started_tracing = not tracemalloc.is_tracing()
-    if started_tracing:
+    """Re-run a suspect until it is clearly clean, clearly leaking, or ``max_steps`` measured re-runs.
+
+    Untraced first (tracemalloc makes a run several times slower): a suspect that holds
+    still over :data:`QUICK_RUNS` re-runs is cleared right there. Only one that keeps
+    moving is re-run under tracemalloc, which also names the sites that grew."""
+    already_tracing = tracemalloc.is_tracing()
+    if not already_tracing:
+        quick = _Sampling(item, nextitem, tracker)
+        for run in range(QUICK_RUNS):
+            if not quick.run():
+                return _unrepeatable(run + 2)
+        if quiet(quick.samples):
+            return judge_runs(quick.samples, first_run_rss=first_run_rss, traced=False)
         tracemalloc.start(frames)
-    samples: list[RunSample] = []
-    before: Optional[tracemalloc.Snapshot] = None
-    own_blocks = own_heap = 0
+    sampling = _Sampling(item, nextitem, tracker)
     try:
         for run in range(max_steps + 1):  # run 0 warms up: tracing starts, fixtures settle
-            start = tracker.start()
-            reports = rerun_unlogged(item, nextitem)
-            measured = tracker.finish(start)
-            if not all(report.passed for report in reports):
-                return LeakReport(
-                    confirmed=False,
-                    runs=run + 2,
-                    rss_per_run=0,
-                    heap_per_run=None,
-                    malloc_per_run=None,
-                    blocks_per_run=0.0,
-                    fds_per_run=0.0,
-                    note="did not pass when re-run, so it was not checked for leaks; "
-                    "mark it @pytest.mark.memguard(leak=False) to skip the check",
-                )
-            gc.collect()
-            tracker.trim()
-            rss, blocks, fds, heap, malloc = tracker.state()
-            # What we keep (the samples, the first snapshot) must not look like the test's growth:
-            # count our own blocks and traced bytes and take them off every later sample.
-            samples.append(RunSample(rss, blocks - own_blocks, fds, _less(heap, own_heap), malloc, measured.rss_peak))
-            if run == 0:
-                before = _snapshot()
-            own_blocks += sys.getallocatedblocks() - blocks
-            own_heap += (tracemalloc.get_traced_memory()[0] - heap) if heap is not None else 0
-            if run > 0 and decide(samples, max_steps) is not None:
+            if not sampling.run(snapshot_first=True):
+                return _unrepeatable(run + 2)
+            if run > 0 and decide(sampling.samples, max_steps, heap_needs_witness=not already_tracing) is not None:
                 break
+        samples, before = sampling.samples, sampling.before
         steps = len(samples) - 1
-        leaking = decide(samples, steps) is True
+        leaking = decide(samples, steps, heap_needs_witness=not already_tracing) is True
         sites = _grown_sites(before, steps) if leaking and before is not None else ()
-        return judge_runs(samples, first_run_rss=first_run_rss, traced=True, sites=sites)
+        return judge_runs(
+            samples, first_run_rss=first_run_rss, traced=True, sites=sites, heap_needs_witness=not already_tracing
+        )
     finally:
-        if started_tracing:
+        if not already_tracing:
             tracemalloc.stop()

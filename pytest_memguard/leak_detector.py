@@ -24,6 +24,7 @@ __all__ = [
     "decide",
     "judge_runs",
     "pressure_score",
+    "quiet",
     "session_pressure",
 ]
 
@@ -135,11 +136,29 @@ def _leaking(steps: Optional[list[int]], floor: float) -> bool:
     return rising >= len(steps) - (1 if len(steps) >= 4 else 0) and typical >= floor
 
 
-def decide(samples: Sequence[RunSample], max_steps: int) -> Optional[bool]:
+def _confirmed(steps: dict[str, Optional[list[int]]], heap_needs_witness: bool) -> bool:
+    """Some signal grows persistently. With tracemalloc started just for the re-runs, objects
+    made before it are untraced: replacing them (a full bounded cache) looks like heap
+    growth. A real Python leak also adds blocks or C heap bytes, so then the heap needs
+    that witness: blocks up in every step, or malloc'd bytes at least half the heap's."""
+    others = any(_leaking(values, FLOORS[signal]) for signal, values in steps.items() if signal != "heap")
+    if others:
+        return True
+    if not _leaking(steps["heap"], FLOORS["heap"]):
+        return False
+    if not heap_needs_witness:
+        return True
+    heap, blocks, malloc = steps["heap"] or [], steps["blocks"] or [], steps["malloc"]
+    blocks_grow = bool(blocks) and all(step >= 1 for step in blocks)
+    malloc_grows = malloc is not None and bool(malloc) and median(malloc) >= median(heap) / 2
+    return blocks_grow or malloc_grows
+
+
+def decide(samples: Sequence[RunSample], max_steps: int, *, heap_needs_witness: bool = False) -> Optional[bool]:
     """``True`` leak, ``False`` clean, ``None`` run again. ``samples``: state after a warm-up
     re-run, then after each measured re-run (all after ``gc.collect()`` and an allocator trim)."""
     steps = {signal: _steps(samples, signal) for signal in FLOORS}
-    if any(_leaking(values, FLOORS[signal]) for signal, values in steps.items()):
+    if _confirmed(steps, heap_needs_witness):
         return True
     count = len(samples) - 1
     if count >= max_steps:
@@ -149,12 +168,30 @@ def decide(samples: Sequence[RunSample], max_steps: int) -> Optional[bool]:
     return None
 
 
+#: below these in every step, a suspect holds still: no need to look closer
+QUIET: dict[str, float] = {"malloc": 512, "blocks": 4, "rss": 256 * KIB, "fds": 1}
+
+
+def quiet(samples: Sequence[RunSample]) -> bool:
+    """Nothing grew in any step by as much as :data:`QUIET` says (the heap is not consulted)."""
+    for signal, bar in QUIET.items():
+        steps = _steps(samples, signal)
+        if steps and max(steps) >= bar:
+            return False
+    return True
+
+
 def _per_run(steps: Optional[list[int]]) -> Optional[float]:
     return None if steps is None else (max(0.0, float(median(steps))) if steps else 0.0)
 
 
 def judge_runs(
-    samples: Sequence[RunSample], *, first_run_rss: int, traced: bool, sites: Sequence[AllocationSite] = ()
+    samples: Sequence[RunSample],
+    *,
+    first_run_rss: int,
+    traced: bool,
+    sites: Sequence[AllocationSite] = (),
+    heap_needs_witness: bool = False,
 ) -> LeakReport:
     """The report on a suspect from its confirmation samples (see :func:`decide`).
 
@@ -162,7 +199,7 @@ def judge_runs(
     ``traced``: whether tracemalloc watched the re-runs (if so and only RSS grew, the
     growth is native memory tracemalloc cannot see, and the report says so)."""
     steps = {signal: _steps(samples, signal) for signal in FLOORS}
-    confirmed = any(_leaking(values, FLOORS[signal]) for signal, values in steps.items())
+    confirmed = _confirmed(steps, heap_needs_witness)
     rss = _per_run(steps["rss"]) or 0.0
     heap = _per_run(steps["heap"])
     malloc = _per_run(steps["malloc"])
@@ -179,7 +216,7 @@ def judge_runs(
     indicators = _indicators(samples, steps, report, first_run_rss)
     note = ""
     native = _leaking(steps["rss"], FLOORS["rss"]) or _leaking(steps["malloc"], FLOORS["malloc"])
-    if confirmed and traced and native and not _leaking(steps["heap"], FLOORS["heap"]):
+    if confirmed and traced and native and not _leaking(steps["heap"], FLOORS["heap"] * 8):
         grown = max(report.rss_per_run, report.malloc_per_run or 0)
         note = f"native (non-Python) memory grew by ~{format_size(grown)}/run; tracemalloc cannot see it"
     return replace(report, indicators=indicators, pressure=pressure_score(report, indicators), note=note)

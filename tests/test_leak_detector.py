@@ -117,3 +117,23 @@ def test_screening_thresholds() -> None:
     assert screen.suspect(rss=0, malloc=8 * KIB, blocks=0, heap=None, fds=0)
     assert screen.suspect(rss=0, malloc=0, blocks=1000, heap=None, fds=0)
     assert screen.suspect(rss=0, malloc=0, blocks=0, heap=None, fds=1)
+
+
+def test_heap_growth_without_a_witness_is_replacement_not_a_leak() -> None:
+    # tracemalloc started just for the re-runs: a full bounded cache swapping untraced
+    # entries for traced ones grows the traced heap, but neither blocks nor malloc'd bytes
+    replacing = samples([16_000, 16_000, 16_000], block_steps=[0, 0, 0], malloc_steps=[3_000, 3_000, 3_000])
+    assert not judge_runs(replacing, first_run_rss=0, traced=True, heap_needs_witness=True).confirmed
+    assert judge_runs(replacing, first_run_rss=0, traced=True, heap_needs_witness=False).confirmed
+    leaking = samples([16_000, 16_000, 16_000], block_steps=[1, 1, 1], malloc_steps=[0, 0, 0])
+    assert judge_runs(leaking, first_run_rss=0, traced=True, heap_needs_witness=True).confirmed
+    big_objects = samples([16_000, 16_000, 16_000], block_steps=[0, 1, 0], malloc_steps=[16_500, 16_400, 16_600])
+    assert judge_runs(big_objects, first_run_rss=0, traced=True, heap_needs_witness=True).confirmed
+
+
+def test_quiet_samples_need_no_closer_look() -> None:
+    from pytest_memguard.leak_detector import quiet
+
+    assert quiet(samples([0, 0], block_steps=[1, 0], malloc_steps=[100, -50], rss_steps=[4096, 0]))
+    assert not quiet(samples([0, 0], block_steps=[0, 8]))
+    assert not quiet(samples([0, 0], malloc_steps=[1024, 0]))
