@@ -48,6 +48,12 @@ for _pattern in _HIDDEN_FRAMES:  # compile the patterns now, not between two sna
     fnmatch.fnmatch("", _pattern)
 
 
+def _shown_path(filename: str) -> str:
+    """Paths under the working directory as relative ones, as pytest shows them."""
+    cwd = os.getcwd() + os.sep
+    return filename[len(cwd) :] if filename.startswith(cwd) else filename
+
+
 def _hidden(filename: str) -> bool:
     return any(fnmatch.fnmatch(filename, pattern) for pattern in _HIDDEN_FRAMES)
 
@@ -89,7 +95,7 @@ def _grown_sites(before: tracemalloc.Snapshot, steps: int) -> tuple[AllocationSi
         frame = stat.traceback[0]
         sites.append(
             AllocationSite(
-                f"{frame.filename}:{frame.lineno}",
+                f"{_shown_path(frame.filename)}:{frame.lineno}",
                 stat.size_diff // max(1, steps),
                 max(0, stat.count_diff) // max(1, steps),
             )

@@ -1,7 +1,8 @@
 """A small suite to see pytest-memguard at work: ``pytest --memguard examples/demo``.
 
-One heavy test, one leaking test and one test that breaks its memory limit (on
-purpose: the run ends with exit code 1 and says why).
+One heavy test, one leaking test (re-run and confirmed as a leak) and one test that
+breaks its memory limit: two failures on purpose, so the run ends with exit code 1
+and says why.
 """
 
 import unittest
