@@ -50,31 +50,20 @@ class Settings:
             value = config.getoption(name)
             return bool(config.getini(name)) if value is None else bool(value)
 
-        top_option = config.getoption("memguard_top")
-        top = top_option if top_option is not None else _non_negative_int(config.getini("memguard_top"), "memguard_top")
         try:
             limits = parse_limit_lines(config.getini("memguard_limits"), "ini option memguard_limits")
             limits.update(parse_limit_lines(config.getoption("memguard_limit") or [], "--memguard-limit"))
         except LimitError as exc:
             raise pytest.UsageError(f"memguard: {exc}") from None
-        reruns_option = config.getoption("memguard_reruns")
-        reruns = (
-            reruns_option
-            if reruns_option is not None
-            else _non_negative_int(config.getini("memguard_reruns"), "memguard_reruns")
-        )
-        gate = config.getoption("memguard_gate") or str(config.getini("memguard_gate")).strip() or "fail"
-        if gate not in GATE_MODES:
-            raise pytest.UsageError(f"memguard: memguard_gate must be one of {', '.join(GATE_MODES)}, got {gate!r}")
         return cls(
             enabled=flag("memguard"),
             trace=flag("memguard_trace"),
-            top=top,
+            top=_count(config, "memguard_top"),
             limits=limits,
             baseline_path=_baseline_path(config),
             update_baseline=flag("memguard_update_baseline"),
-            gate=gate,
-            reruns=reruns,
+            gate=_choice(config, "memguard_gate", GATE_MODES),
+            reruns=_count(config, "memguard_reruns"),
             tolerances=_tolerance_policy(config),
             json_path=_output_path(config, "memguard_json"),
             leaks=_choice(config, "memguard_leaks", LEAK_MODES),
@@ -104,20 +93,17 @@ def _output_path(config: pytest.Config, name: str) -> Optional[Path]:
     if option:
         return Path(option).absolute()
     ini_value = str(config.getini(name) or "").strip()
-    if not ini_value:
-        return None
-    base = config.inipath.parent if config.inipath is not None else config.rootpath
-    return base / ini_value
+    return _ini_base(config) / ini_value if ini_value else None
+
+
+def _ini_base(config: pytest.Config) -> Path:
+    """Paths in ini options are relative to the ini file (else the rootdir), as pytest's own are."""
+    return config.inipath.parent if config.inipath is not None else config.rootpath
 
 
 def _baseline_path(config: pytest.Config) -> Path:
-    """``--memguard-baseline``, else ini ``memguard_baseline`` (relative to the ini file), else the default."""
-    option = config.getoption("memguard_baseline")
-    if option:
-        return Path(option).absolute()
-    ini_value = str(config.getini("memguard_baseline") or "").strip()
-    base = config.inipath.parent if config.inipath is not None else config.rootpath
-    return base / (ini_value or DEFAULT_BASELINE)
+    """``--memguard-baseline``, else ini ``memguard_baseline``, else the default next to the ini file."""
+    return _output_path(config, "memguard_baseline") or _ini_base(config) / DEFAULT_BASELINE
 
 
 def _tolerance_policy(config: pytest.Config) -> TolerancePolicy:
@@ -132,10 +118,9 @@ def _tolerance_policy(config: pytest.Config) -> TolerancePolicy:
         overrides.append((figure.strip(), spec.strip()))
     try:
         policy = default_policy(overrides)
-        path = config.getoption("memguard_config") or str(config.getini("memguard_config") or "").strip()
-        if path:
-            base = config.inipath.parent if config.inipath is not None else config.rootpath
-            policy = load_config_file(base / path, policy)
+        path = _output_path(config, "memguard_config")
+        if path is not None:
+            policy = load_config_file(path, policy)
     except (ToleranceError, ConfigFileError) as exc:
         raise pytest.UsageError(f"memguard: {exc}") from None
     return policy
