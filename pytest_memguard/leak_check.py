@@ -43,7 +43,7 @@ _HIDDEN_FRAMES = (
     "<unknown>",
 )
 TOP_SITES = 5
-QUICK_RUNS = 3  # untraced: a warm-up and two measured steps
+QUICK_RUNS = 2  # untraced re-runs (warm-up + one step) before a suspect gets a closer look
 for _pattern in _HIDDEN_FRAMES:  # compile the patterns now, not between two snapshots
     fnmatch.fnmatch("", _pattern)
 
@@ -137,19 +137,23 @@ class _Sampling:
         measured = self.tracker.finish(start)
         if not all(report.passed for report in reports):
             return False
+        self.sample(measured.rss_peak, snapshot_first=snapshot_first)
+        return True
+
+    def sample(self, peak: int, *, snapshot_first: bool = False) -> None:
+        """Record what the process holds now, after a full collection and an allocator trim."""
         gc.collect()
         self.tracker.trim()
         rss, blocks, fds, heap, malloc = self.tracker.state()
         # What we keep (the samples, the first snapshot) must not look like the test's growth:
         # count our own blocks and traced bytes and take them off every later sample.
         self.samples.append(
-            RunSample(rss, blocks - self._own_blocks, fds, _less(heap, self._own_heap), malloc, measured.rss_peak)
+            RunSample(rss, blocks - self._own_blocks, fds, _less(heap, self._own_heap), malloc, peak)
         )
         if snapshot_first and self.before is None:
             self.before = _snapshot()
         self._own_blocks += sys.getallocatedblocks() - blocks
         self._own_heap += (tracemalloc.get_traced_memory()[0] - heap) if heap is not None else 0
-        return True
 
 
 def confirm_leak(
@@ -164,10 +168,12 @@ def confirm_leak(
     """Re-run a suspect until it is clearly clean, clearly leaking, or ``max_steps`` measured re-runs.
 
     Untraced first (tracemalloc makes a run several times slower): a suspect that holds
-    still over :data:`QUICK_RUNS` re-runs is cleared right there. Only one that keeps
+    still from the first re-run to the second is cleared right there. Only one that keeps
     moving is re-run under tracemalloc, which also names the sites that grew."""
     already_tracing = tracemalloc.is_tracing()
     if not already_tracing:
+        # A warm-up re-run (the first re-run still allocates on its own account), then one
+        # untraced re-run that changes nothing clears the suspect.
         quick = _Sampling(item, nextitem, tracker)
         for run in range(QUICK_RUNS):
             if not quick.run():
