@@ -169,7 +169,7 @@ def decide(samples: Sequence[RunSample], max_steps: int, *, heap_needs_witness: 
 
 
 #: below these in every step, a suspect holds still: no need to look closer
-QUIET: dict[str, float] = {"malloc": 512, "blocks": 4, "rss": 256 * KIB, "fds": 1}
+QUIET: dict[str, float] = {"malloc": 4 * KIB, "blocks": 4, "rss": 256 * KIB, "fds": 1}
 
 
 def quiet(samples: Sequence[RunSample]) -> bool:

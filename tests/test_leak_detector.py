@@ -136,4 +136,4 @@ def test_quiet_samples_need_no_closer_look() -> None:
 
     assert quiet(samples([0, 0], block_steps=[1, 0], malloc_steps=[100, -50], rss_steps=[4096, 0]))
     assert not quiet(samples([0, 0], block_steps=[0, 8]))
-    assert not quiet(samples([0, 0], malloc_steps=[1024, 0]))
+    assert not quiet(samples([0, 0], malloc_steps=[8192, 0]))
