@@ -9,6 +9,7 @@ then logged as usual, which is also how they reach the xdist controller.
 from __future__ import annotations
 
 import gc
+import os
 from typing import TYPE_CHECKING, Generator, Optional
 
 import pytest
@@ -21,7 +22,10 @@ from .leak_check import confirm_leak, rerun_unlogged
 from .leak_detector import LeakReport, Screening
 from .limits import HEAP_KEYS, RETAINED_KEYS, Limit, LimitError, check_limits, merge_limits, parse_limits
 from .record import MemoryRecord, Verdict
+from .reporting.benchmark_export import render_benchmark_json
 from .reporting.json_report import render_json
+from .reporting.junit import write_junit
+from .reporting.markdown import append_step_summary, render_markdown
 from .reporting.terminal import render_details, render_gate, render_summary
 from .settings import Settings
 from .tolerance import Tolerance, ToleranceError, parse_figure_tolerances
@@ -318,14 +322,29 @@ class MemguardSession:
                 reporter = self.config.pluginmanager.get_plugin("terminalreporter")
                 if reporter is not None:
                     reporter.stats.setdefault(REGRESSIONS_STAT, []).extend(self.gate_result.regressions)
-        if self.settings.json_path is not None:
-            text = render_json(
-                self.records,
-                version=__version__,
-                gate=self.gate_result,
-                baseline=None if self.gate is None else self.gate.path,
-            )
-            write_atomic(self.settings.json_path, text)
+        self._write_reports()
+
+    def _write_reports(self) -> None:
+        """Every report asked for, from the same records; markdown also to the job summary."""
+        settings, baseline = self.settings, None if self.gate is None else self.gate.path
+        if settings.json_path is not None:
+            text = render_json(self.records, version=__version__, gate=self.gate_result, baseline=baseline)
+            write_atomic(settings.json_path, text)
+        if settings.junit_path is not None:
+            write_junit(settings.junit_path, self.records, self.gate_result)
+        if settings.benchmark_json_path is not None:
+            write_atomic(settings.benchmark_json_path, render_benchmark_json(self.records))
+        in_actions = settings.step_summary and bool(os.environ.get("GITHUB_STEP_SUMMARY"))
+        if settings.markdown_path is None and not (in_actions and self.settings.measure_all):
+            return
+        markdown = render_markdown(self.records, self.gate_result, top=settings.top, baseline=baseline)
+        if settings.markdown_path is not None:
+            write_atomic(settings.markdown_path, markdown)
+        if in_actions and self.settings.measure_all:
+            try:
+                append_step_summary(markdown)
+            except OSError as exc:  # a summary we cannot write must not fail the tests
+                self.tracker.notes.append(f"could not append to $GITHUB_STEP_SUMMARY: {exc}")
 
     # -- collecting records (on the controller under xdist) -----------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:

@@ -36,6 +36,10 @@ class Settings:
     reruns: int = DEFAULT_RERUNS
     tolerances: TolerancePolicy = field(default_factory=default_policy)
     json_path: Optional[Path] = None
+    markdown_path: Optional[Path] = None
+    junit_path: Optional[Path] = None
+    benchmark_json_path: Optional[Path] = None
+    step_summary: bool = True
     leaks: str = "fail"
     leak_runs: int = DEFAULT_LEAK_RUNS
 
@@ -66,6 +70,10 @@ class Settings:
             reruns=_count(config, "memguard_reruns"),
             tolerances=_tolerance_policy(config),
             json_path=_output_path(config, "memguard_json"),
+            markdown_path=_output_path(config, "memguard_markdown"),
+            junit_path=_output_path(config, "memguard_junit"),
+            benchmark_json_path=_output_path(config, "memguard_benchmark_json"),
+            step_summary=_choice(config, "memguard_step_summary", ("on", "off")) == "on",
             leaks=_choice(config, "memguard_leaks", LEAK_MODES),
             leak_runs=_count(config, "memguard_leak_runs", minimum=2),
         )
@@ -254,6 +262,23 @@ def add_options(parser: pytest.Parser) -> None:
     )
     parser.addini("memguard_leaks", "fail, warn or off for confirmed leaks", default="fail")
     parser.addini("memguard_leak_runs", "measured re-runs to confirm a leak", default=str(DEFAULT_LEAK_RUNS))
+    reports = (
+        ("--memguard-markdown", "memguard_markdown", "a GitHub-flavoured markdown report (for a PR comment)"),
+        ("--memguard-junit", "memguard_junit", "a JUnit XML file: memory figures as properties, failures"),
+        ("--memguard-benchmark-json", "memguard_benchmark_json", "github-action-benchmark customSmallerIsBetter"),
+    )
+    for flag_name, ini_name, what in reports:
+        group.addoption(flag_name, default=None, metavar="PATH", dest=ini_name, help=f"write {what}. ini: {ini_name}")
+        parser.addini(ini_name, f"path: {what}", default="")
+    group.addoption(
+        "--memguard-step-summary",
+        choices=("on", "off"),
+        default=None,
+        dest="memguard_step_summary",
+        help="append the markdown report to $GITHUB_STEP_SUMMARY when it is set (default on). "
+        "ini: memguard_step_summary",
+    )
+    parser.addini("memguard_step_summary", "on or off: append to $GITHUB_STEP_SUMMARY", default="on")
     parser.addini("memguard_json", "path of the JSON results file", default="")
     parser.addini("memguard_baseline", "path of the YAML baseline", default="")
     parser.addini("memguard_update_baseline", "write the baseline instead of gating", type="bool", default=False)

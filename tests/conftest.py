@@ -27,3 +27,9 @@ def run_measured(pytester: pytest.Pytester):
         return result, (junit_properties(xml) if xml.exists() else {})
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def _no_job_summary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sessions run by these tests must not append to a real GitHub job summary."""
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
