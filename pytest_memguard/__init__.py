@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .allocation_analyzer import AllocationAnalysis, analyze, analyze_snapshots, memory_analysis
 from .limits import Breach, Limit, LimitError
 from .record import MemoryRecord, Verdict
 from .tracker import Measurement, Tracker
@@ -15,6 +16,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 __all__ = [
+    "AllocationAnalysis",
     "Breach",
     "Limit",
     "LimitError",
@@ -24,6 +26,9 @@ __all__ = [
     "Tracker",
     "Verdict",
     "__version__",
+    "analyze",
+    "analyze_snapshots",
     "format_size",
+    "memory_analysis",
     "parse_size",
 ]
