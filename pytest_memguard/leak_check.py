@@ -147,9 +147,7 @@ class _Sampling:
         rss, blocks, fds, heap, malloc = self.tracker.state()
         # What we keep (the samples, the first snapshot) must not look like the test's growth:
         # count our own blocks and traced bytes and take them off every later sample.
-        self.samples.append(
-            RunSample(rss, blocks - self._own_blocks, fds, _less(heap, self._own_heap), malloc, peak)
-        )
+        self.samples.append(RunSample(rss, blocks - self._own_blocks, fds, _less(heap, self._own_heap), malloc, peak))
         if snapshot_first and self.before is None:
             self.before = _snapshot()
         self._own_blocks += sys.getallocatedblocks() - blocks
