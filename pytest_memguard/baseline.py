@@ -158,7 +158,8 @@ def load_baseline(path: PathLike) -> Optional[Baseline]:
 
 
 _KEY_LINE = re.compile(r"^  (?P<key>\S.*):$")
-_FIGURE_LINE = re.compile(r"^    (?P<name>[a-z_]+): (?P<value>-?[0-9]+)$")
+# No leading zeros: YAML 1.1 reads "0100" as octal, so such a file goes through YAML.
+_FIGURE_LINE = re.compile(r"^    (?P<name>[a-z_]+): (?P<value>0|-?[1-9][0-9]*)$")
 _STR_TAG = "tag:yaml.org,2002:str"
 _RESOLVER = yaml.resolver.Resolver()
 
@@ -274,6 +275,15 @@ def dump_baseline(baseline: Baseline) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _mode_for(target: Path) -> int:
+    try:
+        return target.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def write_atomic(path: PathLike, text: str) -> bool:
     """Write ``text`` via a temporary file and a rename; ``False`` if the file already says exactly that."""
     target = Path(os.fspath(path))
@@ -292,6 +302,7 @@ def write_atomic(path: PathLike, text: str) -> bool:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(temporary, _mode_for(target))  # a temporary file is 0600; keep the file's own mode
         os.replace(temporary, target)
     except BaseException:
         if temporary is not None:

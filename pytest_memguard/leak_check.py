@@ -107,7 +107,8 @@ def _less(value: Optional[int], own: int) -> Optional[int]:
     return None if value is None else value - own
 
 
-def _unrepeatable(runs: int) -> LeakReport:
+def unchecked(note: str, runs: int = 1) -> LeakReport:
+    """A suspect that could not be checked, and why (shown to the user)."""
     return LeakReport(
         confirmed=False,
         runs=runs,
@@ -116,8 +117,15 @@ def _unrepeatable(runs: int) -> LeakReport:
         malloc_per_run=None,
         blocks_per_run=0.0,
         fds_per_run=0.0,
-        note="did not pass when re-run, so it was not checked for leaks; "
+        note=note,
+    )
+
+
+def _unrepeatable(runs: int) -> LeakReport:
+    return unchecked(
+        "did not pass when re-run, so it was not checked for leaks; "
         "mark it @pytest.mark.memguard(leak=False) to skip the check",
+        runs,
     )
 
 
@@ -148,7 +156,7 @@ class _Sampling:
         # What we keep (the samples, the first snapshot) must not look like the test's growth:
         # count our own blocks and traced bytes and take them off every later sample.
         self.samples.append(RunSample(rss, blocks - self._own_blocks, fds, _less(heap, self._own_heap), malloc, peak))
-        if snapshot_first and self.before is None:
+        if snapshot_first and self.before is None and tracemalloc.is_tracing():
             self.before = _snapshot()
         self._own_blocks += sys.getallocatedblocks() - blocks
         self._own_heap += (tracemalloc.get_traced_memory()[0] - heap) if heap is not None else 0
@@ -189,7 +197,8 @@ def confirm_leak(
         samples, before = sampling.samples, sampling.before
         steps = len(samples) - 1
         leaking = decide(samples, steps, heap_needs_witness=not already_tracing) is True
-        sites = _grown_sites(before, steps) if leaking and before is not None else ()
+        traced = tracemalloc.is_tracing()  # the test itself may have stopped it
+        sites = _grown_sites(before, steps) if leaking and before is not None and traced else ()
         return judge_runs(
             samples, first_run_rss=first_run_rss, traced=True, sites=sites, heap_needs_witness=not already_tracing
         )

@@ -18,7 +18,7 @@ from _pytest.runner import runtestprotocol  # the one private import: owning the
 from . import __version__
 from .baseline import BaselineError, Finding, write_atomic
 from .gate import BaselineGate, GateResult, lowest, verdict_for
-from .leak_check import confirm_leak, rerun_unlogged
+from .leak_check import confirm_leak, rerun_unlogged, unchecked
 from .leak_detector import LeakReport, Screening
 from .limits import HEAP_KEYS, RETAINED_KEYS, Limit, LimitError, check_limits, merge_limits, parse_limits
 from .record import MemoryRecord, Verdict
@@ -92,8 +92,11 @@ class MemguardSession:
         self.tracker = Tracker(trace=settings.trace)
         self.records: list[MemoryRecord] = []
         self.is_worker = hasattr(config, "workerinput")
+        # Under --pdb a failure in a hidden re-run would open the debugger: never re-run then.
+        self.can_rerun = not config.getoption("usepdb", False)
         self._running: Optional[str] = None
         self._reported_while_running = False
+        self.write_errors: list[str] = []
         self.suspects = 0  # in this process; the controller counts records with a leak report
         self.gate: Optional[BaselineGate] = None
         self.gate_result: Optional[GateResult] = None
@@ -108,7 +111,10 @@ class MemguardSession:
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         global_limits = self.settings.limits
-        self._default_plan = _Plan(merge_limits([global_limits]), leaks=self.settings.leaks)
+        # Leak screening comes with --memguard; a marker or a global limit alone only measures
+        # (unless the marker asks for the leak check with leak=...).
+        self._default_leaks = self.settings.leaks if self.settings.enabled else "off"
+        self._default_plan = _Plan(merge_limits([global_limits]), leaks=self._default_leaks)
         if not self.tracker.tracing and HEAP_KEYS.intersection(self._default_plan.limits):
             self.tracker.enable_tracing()
         for item in items:
@@ -128,7 +134,7 @@ class MemguardSession:
             limits = merge_limits([*layers, global_limits])
             if not self.tracker.tracing and HEAP_KEYS.intersection(limits):
                 self.tracker.enable_tracing()  # a heap limit is meaningless without tracemalloc
-            item.stash[_PLAN] = _Plan(limits, tolerances=tolerances, leaks=leaks or self.settings.leaks)
+            item.stash[_PLAN] = _Plan(limits, tolerances=tolerances, leaks=leaks or self._default_leaks)
 
     @staticmethod
     def _marker_limits(node: Node, mark: pytest.Mark) -> dict[str, Optional[Limit]]:
@@ -191,6 +197,18 @@ class MemguardSession:
         ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
         return True
 
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        # pytest tears everything down (and reports fixture errors) before a run stops on
+        # --maxfail/-x (#11706), deciding from session.shouldfail, which its own logreport
+        # sets; ours logs after teardown, so say it as soon as the failure happens.
+        if item.nodeid == self._running and report.failed and not hasattr(report, "wasxfail"):
+            maxfail = int(self.config.getoption("maxfail", 0) or 0)
+            if maxfail and item.session.testsfailed + 1 >= maxfail and not item.session.shouldfail:
+                item.session.shouldfail = f"stopping after {item.session.testsfailed + 1} failures"
+        return report
+
     def _judge(
         self,
         item: pytest.Item,
@@ -236,6 +254,8 @@ class MemguardSession:
         if message:
             call.sections.append(("memguard", render_details(record, plan.limits, breaches)))
         if message and call.passed:
+            if hasattr(call, "wasxfail"):  # an XPASS over its limit is a failure, in JUnit too
+                del call.wasxfail
             call.outcome = "failed"
             call.longrepr = _failure_repr(message)
 
@@ -248,7 +268,7 @@ class MemguardSession:
         growth: Growth,
     ) -> Optional[LeakReport]:
         """Screen cheaply; re-run only a suspect to confirm (or clear) it."""
-        if plan.leaks == "off":
+        if plan.leaks == "off" or not self.can_rerun:
             return None
         suspect = SCREENING.suspect(
             rss=measurement.rss_retained,
@@ -260,13 +280,16 @@ class MemguardSession:
         if not suspect:
             return None
         self.suspects += 1
-        return confirm_leak(
-            item,
-            nextitem,
-            self.tracker,
-            max_steps=self.settings.leak_runs,
-            first_run_rss=measurement.rss_retained,
-        )
+        try:
+            return confirm_leak(
+                item,
+                nextitem,
+                self.tracker,
+                max_steps=self.settings.leak_runs,
+                first_run_rss=measurement.rss_retained,
+            )
+        except Exception as exc:  # a check that breaks must never end the session
+            return unchecked(f"leak check failed ({type(exc).__name__}: {exc}); the test was not checked")
 
     def _in_baseline(self, nodeid: str) -> bool:
         return self.gate is None or self.gate.entry(nodeid) is not None
@@ -284,7 +307,7 @@ class MemguardSession:
         if self.gate is None:
             return measurement, []
         findings = self.gate.compare(item.nodeid, measurement, plan.tolerances)
-        if rerun and self.settings.reruns and any(f.kind == "regression" for f in findings):
+        if rerun and self.can_rerun and self.settings.reruns and any(f.kind == "regression" for f in findings):
             # One sample in a full session is noisy (allocator state, first calls):
             # run the test again, unlogged, and keep each figure's lowest value.
             measurement = lowest([measurement, *self._remeasure(item, nextitem, self.settings.reruns)])
@@ -319,6 +342,8 @@ class MemguardSession:
     def _finish_run(self, session: pytest.Session, *, interrupted: bool) -> None:
         """On the controller, after the last test: the gate, the baseline update, the JSON file.
         An interrupted run writes its JSON but neither updates the baseline nor gates."""
+        if self.config.option.collectonly:
+            return
         if self.gate is not None:
             update = self.settings.update_baseline and not interrupted
             self.gate_result = self.gate.finish(self.records, update=update)
@@ -329,7 +354,10 @@ class MemguardSession:
                 reporter = self.config.pluginmanager.get_plugin("terminalreporter")
                 if reporter is not None:
                     reporter.stats.setdefault(REGRESSIONS_STAT, []).extend(self.gate_result.regressions)
-        self._write_reports()
+        try:
+            self._write_reports()
+        except OSError as exc:
+            self.write_errors.append(f"could not write a report: {exc}")
 
     def _write_reports(self) -> None:
         """Every report asked for, from the same records; markdown also to the job summary."""
@@ -376,7 +404,12 @@ class MemguardSession:
         if self.is_worker or (not self.records and not self.settings.measure_all):
             return
         verbosity = self.config.get_verbosity()
+        for error in self.write_errors:
+            terminalreporter.write_line(f"memguard: {error}", red=True)
         if verbosity < -1:
+            if self.gate_result is not None and self.gate_result.failed and self.settings.gate == "fail":
+                count = len(self.gate_result.regressions)  # -qq still says why the run failed
+                terminalreporter.write_line(f"memguard gate: FAILED, {count} regression(s)")
             return
         text = render_summary(self.records, top=self.settings.top, brief=verbosity < 0, notes=self.tracker.notes)
         terminalreporter.write_sep("=", "memguard")

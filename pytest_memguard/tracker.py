@@ -312,6 +312,12 @@ class Tracker:
             self._prepare()
         fds = self._count_fds() if self._count_fds else None
         lifetime = self._read_lifetime_peak() if self._read_lifetime_peak else None
+        if self._trace and not tracemalloc.is_tracing():
+            # A test stopped tracemalloc; heap figures (and heap limits) need it back.
+            tracemalloc.start(self._trace_frames)
+            self._started_tracing = True
+            if not any("restarted" in note for note in self.notes):
+                self.notes.append("a test stopped tracemalloc; memguard restarted it for the next tests")
         if self._trace and tracemalloc.is_tracing():
             tracemalloc.reset_peak()
         rss = self._rss()

@@ -1,0 +1,161 @@
+"""Cases an independent review found: the plugin must degrade, never crash or mislead."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from pytest_memguard.baseline import Baseline, dump_baseline, load_baseline, write_atomic
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+
+
+def test_a_suspect_that_stops_tracemalloc_does_not_end_the_run(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import tracemalloc
+        KEEP = []
+
+        def test_uses_tracemalloc():
+            tracemalloc.start()
+            KEEP.append(bytearray(2 * 1024 * 1024))
+            tracemalloc.stop()
+
+        def test_after():
+            pass
+        """
+    )
+    for args in ((), ("--memguard-trace",)):
+        result = run(pytester, "--memguard", "--memguard-leaks=warn", *args)
+        assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+        result.assert_outcomes(passed=2)
+        assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
+def test_heap_limits_still_hold_after_a_test_stopped_tracemalloc(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import tracemalloc
+        import pytest
+
+        def test_a():
+            tracemalloc.start()
+            tracemalloc.stop()
+
+        @pytest.mark.memguard(heap_peak="1 KiB")
+        def test_b():
+            objects = [object() for _ in range(100_000)]
+        """
+    )
+    result = run(pytester, "--memguard", "--memguard-leaks=off")
+    result.assert_outcomes(passed=1, failed=1)
+
+
+def test_stopping_early_still_reports_fixture_teardown_errors(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.fixture(scope="module")
+        def resource():
+            yield
+            raise RuntimeError("module teardown boom")
+
+        def test_one(resource):
+            assert False
+
+        def test_two(resource):
+            pass
+        """
+    )
+    result = run(pytester, "--memguard", "-x")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*ERROR at teardown of test_one*", "*1 failed, 1 error*"])
+    assert "Traceback (most recent call last)" not in result.stderr.str()
+
+
+def test_xpass_over_its_limit_fails_in_junit_too(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.xfail(reason="known")
+        @pytest.mark.memguard(peak="1 MiB")
+        def test_xpass():
+            block = bytearray(8 * 1024 * 1024)
+        """
+    )
+    result = run(pytester, "--junitxml=out.xml")
+    result.assert_outcomes(failed=1)
+    xml = (pytester.path / "out.xml").read_text()
+    assert "<failure" in xml
+    assert "<skipped" not in xml
+
+
+def test_an_unwritable_report_is_an_error_line_not_a_crash(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_a(): pass")
+    result = run(pytester, "--memguard", f"--memguard-json={pytester.path}")  # a directory
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    result.stdout.fnmatch_lines(["memguard: could not write a report: *"])
+
+
+def test_pdb_runs_never_rerun_tests(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("KEPT = []\ndef test_leaks():\n    KEPT.append(bytearray(2 * 1024 * 1024))\n")
+    result = run(pytester, "--memguard", "--pdb", "--memguard-json=r.json")
+    result.assert_outcomes(passed=1)
+    assert '"leak"' not in (pytester.path / "r.json").read_text()
+
+
+def test_marker_alone_measures_without_leak_screening(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        "import pytest\nKEPT = []\n@pytest.mark.memguard(peak='1 GB')\n"
+        "def test_marked():\n    KEPT.append(bytearray(2 * 1024 * 1024))\n"
+    )
+    run(pytester).assert_outcomes(passed=1)
+
+
+def test_quiet_quiet_still_says_why_the_gate_failed(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        "import os\ndef test_grows():\n    block = bytearray(int(os.environ.get('SIZE', '4')) * 1024 * 1024)\n"
+    )
+    run(pytester, "--memguard", "--memguard-update-baseline")
+    pytester._monkeypatch.setenv("SIZE", "40")  # type: ignore[attr-defined]
+    result = run(pytester, "--memguard", "-qq")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["memguard gate: FAILED, 1 regression(s)"])
+
+
+def test_collect_only_writes_no_baseline(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_a(): pass")
+    run(pytester, "--memguard", "--memguard-update-baseline", "--collect-only")
+    assert not (pytester.path / "memguard-baseline.yaml").exists()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_atomic_write_keeps_the_file_mode(tmp_path: Path) -> None:
+    path = tmp_path / "baseline.yaml"
+    write_atomic(path, "a\n")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~_umask()
+    path.chmod(0o644)
+    write_atomic(path, "b\n")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def test_leading_zeros_are_read_as_yaml_reads_them(tmp_path: Path) -> None:
+    path = tmp_path / "baseline.yaml"
+    text = dump_baseline(Baseline(tests={"t::a": {"rss_peak": 100}}, environment={}))
+    path.write_text(text.replace("rss_peak: 100", "rss_peak: 0100"))
+    loaded = load_baseline(path)
+    assert loaded is not None
+    assert loaded.tests["t::a"]["rss_peak"] == 64  # YAML 1.1 octal, whichever path reads it
