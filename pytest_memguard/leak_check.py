@@ -23,9 +23,9 @@ import pytest
 from _pytest.runner import runtestprotocol
 
 from .leak_detector import AllocationSite, LeakReport, RunSample, decide, judge_runs, quiet
-from .tracker import Tracker
+from .tracker import Measurement, Tracker
 
-__all__ = ["confirm_leak", "rerun_unlogged"]
+__all__ = ["confirm_leak", "measured_rerun", "rerun_unlogged", "unchecked"]
 
 
 def _package_dir(module_file: Optional[str]) -> str:
@@ -74,6 +74,14 @@ def rerun_unlogged(item: pytest.Item, nextitem: Optional[pytest.Item]) -> list[p
     finally:
         del sections[kept_sections:]
         del item.user_properties[kept_properties:]
+
+
+def measured_rerun(item: pytest.Item, nextitem: Optional[pytest.Item], tracker: Tracker) -> Optional[Measurement]:
+    """One hidden re-run, measured like the first run; ``None`` if it did not pass."""
+    start = tracker.start()
+    reports = rerun_unlogged(item, nextitem)
+    measured = tracker.finish(start)
+    return measured if all(report.passed for report in reports) else None
 
 
 def _snapshot() -> tracemalloc.Snapshot:
@@ -140,10 +148,8 @@ class _Sampling:
 
     def run(self, *, snapshot_first: bool = False) -> bool:
         """One more run; ``False`` if it did not pass."""
-        start = self.tracker.start()
-        reports = rerun_unlogged(self.item, self.nextitem)
-        measured = self.tracker.finish(start)
-        if not all(report.passed for report in reports):
+        measured = measured_rerun(self.item, self.nextitem, self.tracker)
+        if measured is None:
             return False
         self.sample(measured.rss_peak, snapshot_first=snapshot_first)
         return True

@@ -18,7 +18,7 @@ from _pytest.runner import runtestprotocol  # the one private import: owning the
 from . import __version__
 from .baseline import BaselineError, Finding, write_atomic
 from .gate import BaselineGate, GateResult, lowest, verdict_for
-from .leak_check import confirm_leak, rerun_unlogged, unchecked
+from .leak_check import confirm_leak, measured_rerun, unchecked
 from .leak_detector import LeakReport, Screening
 from .limits import HEAP_KEYS, RETAINED_KEYS, Limit, LimitError, check_limits, merge_limits, parse_limits
 from .record import MemoryRecord, Verdict
@@ -97,7 +97,6 @@ class MemguardSession:
         self._running: Optional[str] = None
         self._reported_while_running = False
         self.write_errors: list[str] = []
-        self.suspects = 0  # in this process; the controller counts records with a leak report
         self.gate: Optional[BaselineGate] = None
         self.gate_result: Optional[GateResult] = None
         path = settings.baseline_path
@@ -279,7 +278,6 @@ class MemguardSession:
         )
         if not suspect:
             return None
-        self.suspects += 1
         try:
             return confirm_leak(
                 item,
@@ -318,10 +316,8 @@ class MemguardSession:
         """Run the whole test again ``runs`` times with its reports kept out of the results."""
         measurements = []
         for _ in range(runs):
-            start = self.tracker.start()
-            reports = rerun_unlogged(item, nextitem)
-            measured = self.tracker.finish(start)
-            if not all(report.passed for report in reports):
+            measured = measured_rerun(item, nextitem, self.tracker)
+            if measured is None:
                 break  # not repeatable: judge on the runs we have
             measurements.append(measured)
         return measurements
