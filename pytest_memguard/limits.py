@@ -41,6 +41,11 @@ class LimitError(ValueError):
     """A limit that cannot be understood; the message names the value and the fix."""
 
 
+def describe_amount(key: str, amount: int) -> str:
+    """A figure as people read it: a count of fds, else a size in binary units."""
+    return str(amount) if key == "fds" else format_size(amount)
+
+
 @dataclass(frozen=True)
 class Limit:
     """One bound on one figure, and where it was set (for the failure message)."""
@@ -51,7 +56,7 @@ class Limit:
     written: str = ""  # as the user wrote it ("20 MB"), so they recognise their own limit
 
     def describe(self, amount: int) -> str:
-        return str(amount) if self.key == "fds" else format_size(amount)
+        return describe_amount(self.key, amount)
 
     def shown(self) -> str:
         """The limit as written, with its binary size when that differs (``20 MB (19.1 MiB)``)."""

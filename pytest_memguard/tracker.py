@@ -301,6 +301,9 @@ class Tracker:
             return self._proc.rss()
         return int(self._process.memory_info().rss)
 
+    def _fds(self) -> Optional[int]:
+        return self._count_fds() if self._count_fds else None
+
     def _heap(self) -> Optional[int]:
         if self._trace and tracemalloc.is_tracing():
             return tracemalloc.get_traced_memory()[0]
@@ -310,7 +313,7 @@ class Tracker:
         """Readings before a test; also resets the peak meters."""
         if not self._ready:
             self._prepare()
-        fds = self._count_fds() if self._count_fds else None
+        fds = self._fds()
         lifetime = self._read_lifetime_peak() if self._read_lifetime_peak else None
         if self._trace and not tracemalloc.is_tracing():
             # A test stopped tracemalloc; heap figures (and heap limits) need it back.
@@ -352,7 +355,7 @@ class Tracker:
         return (
             self._rss(),
             sys.getallocatedblocks(),
-            self._count_fds() if self._count_fds else None,
+            self._fds(),
             tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None,
             self._malloc() if self._malloc else None,
         )
@@ -369,7 +372,7 @@ class Tracker:
         if self._trim is not None and rss - start.rss >= _TRIM_AT_BYTES:
             self._trim()
             rss = self._rss()
-        fds = self._count_fds() if self._count_fds and start.fds is not None else None
+        fds = self._fds() if start.fds is not None else None
         return Measurement(
             rss_peak=max(0, peak - start.rss),
             rss_retained=rss - start.rss,

@@ -9,7 +9,7 @@ from tabulate import tabulate
 
 from ..gate import GateResult
 from ..leak_detector import session_pressure
-from ..limits import LIMIT_KEYS, Breach, Limit, measured_value
+from ..limits import LIMIT_KEYS, Breach, Limit, describe_amount, measured_value
 from ..record import MemoryRecord, Verdict
 from ..tolerance import FIGURES
 from ..units import format_size
@@ -102,7 +102,7 @@ def render_details(record: MemoryRecord, limits: Mapping[str, Limit], breaches: 
         limit = limits.get(key)
         if value is None and limit is None:
             continue
-        shown = "-" if value is None else (str(value) if key == "fds" else format_size(value))
+        shown = "-" if value is None else describe_amount(key, value)
         rows.append(
             [
                 label,
