@@ -134,22 +134,25 @@ def _tolerance_policy(config: pytest.Config) -> TolerancePolicy:
     return policy
 
 
-def _non_negative_int(value: Any, name: str) -> int:
+def _whole_number(value: Any) -> Optional[int]:
+    """``value`` as a whole number >= 0, or ``None``: one rule for options and ini values."""
     try:
         number = int(value)
     except (TypeError, ValueError):
-        number = -1
-    if number < 0:
+        return None
+    return number if number >= 0 else None
+
+
+def _non_negative_int(value: Any, name: str) -> int:
+    number = _whole_number(value)
+    if number is None:
         raise pytest.UsageError(f"memguard: {name} must be a whole number >= 0, got {value!r}")
     return number
 
 
 def _count_type(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if number < 0:
+    number = _whole_number(value)
+    if number is None:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value!r}")
     return number
 
