@@ -13,11 +13,10 @@ from typing import TYPE_CHECKING
 from .baseline import BaselineError, compare_figures, dump_baseline, load_baseline, merge_baselines, write_atomic
 from .config_file import ConfigFileError, load_config_file
 from .gate import BaselineGate, verdict_for
-from .record import MemoryRecord
+from .record import MemoryRecord, measurement_from
 from .reporting.json_report import ResultsError, load_results
 from .reporting.terminal import render_gate
 from .tolerance import ToleranceError, default_policy
-from .tracker import Measurement
 
 if TYPE_CHECKING:
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -68,13 +67,7 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     for nodeid, figures in sorted(results.items()):
         entry = baseline.tests.get(nodeid)
         findings = [] if entry is None else compare_figures(nodeid, entry, figures, policy.for_test(nodeid))
-        measurement = Measurement(
-            rss_peak=figures.get("rss_peak", 0),
-            rss_retained=figures.get("rss_retained", 0),
-            heap_peak=figures.get("heap_peak"),
-            heap_retained=figures.get("heap_retained"),
-            fds_gained=figures.get("fds_gained"),
-        )
+        measurement = measurement_from(figures)
         message = "; ".join(finding.message() for finding in findings)
         records.append(
             MemoryRecord(nodeid, measurement, verdict_for(findings, entry is not None), message, tuple(findings))

@@ -6,7 +6,7 @@ Basic types only, so records cross pytest-xdist's wire and land in pytest's own
 
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple, Optional
+from typing import Iterable, Mapping, NamedTuple, Optional
 
 from .baseline import Finding
 from .leak_detector import AllocationSite, LeakReport
@@ -37,6 +37,18 @@ _FIGURES = (
     ("memguard_heap_retained", "heap_retained"),
     ("memguard_fds_gained", "fds_gained"),
 )
+
+
+def measurement_from(figures: Mapping[str, Optional[int]]) -> Measurement:
+    """A measurement from ``{field: value}`` (JSON results, report properties); RSS figures
+    default to 0, the others to "not measured"."""
+    return Measurement(
+        rss_peak=figures.get("rss_peak") or 0,
+        rss_retained=figures.get("rss_retained") or 0,
+        heap_peak=figures.get("heap_peak"),
+        heap_retained=figures.get("heap_retained"),
+        fds_gained=figures.get("fds_gained"),
+    )
 
 
 def figures_of(measurement: Measurement) -> dict[str, int]:
@@ -78,13 +90,7 @@ class MemoryRecord(NamedTuple):
         if "memguard_verdict" not in found:
             return None
         figures = {field: _as_int(found.get(name)) for name, field in _FIGURES}
-        measurement = Measurement(
-            rss_peak=figures["rss_peak"] or 0,
-            rss_retained=figures["rss_retained"] or 0,
-            heap_peak=figures["heap_peak"],
-            heap_retained=figures["heap_retained"],
-            fds_gained=figures["fds_gained"],
-        )
+        measurement = measurement_from(figures)
         findings = []
         for name, current in figures_of(measurement).items():
             baseline = _as_int(found.get(f"memguard_baseline_{name}"))
