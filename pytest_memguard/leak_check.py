@@ -22,7 +22,7 @@ import pluggy
 import pytest
 from _pytest.runner import runtestprotocol
 
-from .leak_detector import AllocationSite, LeakReport, RunSample, decide, judge_runs, quiet
+from .leak_detector import SCREENING, AllocationSite, LeakReport, RunSample, decide, judge_runs, quiet
 from .tracker import Measurement, Tracker
 
 __all__ = ["confirm_leak", "measured_rerun", "rerun_unlogged", "unchecked"]
@@ -43,7 +43,6 @@ _HIDDEN_FRAMES = (
     "<unknown>",
 )
 TOP_SITES = 5
-QUICK_RUNS = 2  # untraced re-runs (warm-up + one step) before a suspect gets a closer look
 for _pattern in _HIDDEN_FRAMES:  # compile the patterns now, not between two snapshots
     fnmatch.fnmatch("", _pattern)
 
@@ -173,31 +172,62 @@ def confirm_leak(
     nextitem: Optional[pytest.Item],
     tracker: Tracker,
     *,
+    settle_blocks: Optional[int] = None,
     max_steps: int,
     first_run_rss: int,
     frames: int = 1,
-) -> LeakReport:
-    """Re-run a suspect until it is clearly clean, clearly leaking, or ``max_steps`` measured re-runs.
+) -> Optional[LeakReport]:
+    """Re-run a suspect until it is clearly clean, clearly leaking, or ``max_steps`` measured
+    re-runs. ``None``: no suspect after all (see ``settle_blocks``).
 
-    Untraced first (tracemalloc makes a run several times slower): a suspect that holds
-    still from the first re-run to the second is cleared right there. Only one that keeps
-    moving is re-run under tracemalloc, which also names the sites that grew."""
+    The first run's growth is read without a collection (a full one costs ~20 ms in a big
+    session), so garbage waiting for the cycle collector can make a test a suspect by its
+    block count alone: ``settle_blocks`` (the block count before the test) asks for that
+    count again after the collection. Only blocks are settled: the collection also frees
+    garbage older than the test, which would hide real growth in bytes.
+
+    The state after the first run (collected, allocator trimmed) is the warm-up sample: one
+    untraced re-run that changes nothing clears the suspect (its imports and first-call
+    caches were made by the first run). Only one that keeps moving is re-run under
+    tracemalloc (several times slower), which also names the sites that grew."""
+    quick = _Sampling(item, nextitem, tracker)
+    quick.sample(0)
+    if settle_blocks is not None and quick.samples[0].blocks - settle_blocks < SCREENING.blocks:
+        return None
+    # Everything alive now is frozen out of the cycle collector until the re-runs are done:
+    # each sample's full collection then walks only what the re-runs made (~1 ms, not ~20 ms).
+    # Frozen objects a re-run orphans stay until unfreeze: that hides a decrease, not growth.
+    # Re-runs are hidden, so no run the user sees collects differently.
+    gc.freeze()
+    try:
+        return _rerun(item, nextitem, tracker, quick, max_steps=max_steps, first_run_rss=first_run_rss, frames=frames)
+    finally:
+        gc.unfreeze()
+
+
+def _rerun(
+    item: pytest.Item,
+    nextitem: Optional[pytest.Item],
+    tracker: Tracker,
+    quick: _Sampling,
+    *,
+    max_steps: int,
+    first_run_rss: int,
+    frames: int,
+) -> LeakReport:
     already_tracing = tracemalloc.is_tracing()
     if not already_tracing:
-        # A warm-up re-run (the first re-run still allocates on its own account), then one
-        # untraced re-run that changes nothing clears the suspect.
-        quick = _Sampling(item, nextitem, tracker)
-        for run in range(QUICK_RUNS):
-            if not quick.run():
-                return _unrepeatable(run + 2)
-        if quiet(quick.samples):
-            return judge_runs(quick.samples, first_run_rss=first_run_rss, traced=False)
+        if not quick.run():
+            return _unrepeatable(2)
+        if quiet(quick.samples):  # samples: after the first run, after one re-run
+            return judge_runs(quick.samples, runs=2, first_run_rss=first_run_rss, traced=False)
         tracemalloc.start(frames)
+    done = 2 if not already_tracing else 1  # runs before the traced ones
     sampling = _Sampling(item, nextitem, tracker)
     try:
         for run in range(max_steps + 1):  # run 0 warms up: tracing starts, fixtures settle
             if not sampling.run(snapshot_first=True):
-                return _unrepeatable(run + 2)
+                return _unrepeatable(done + run + 1)
             if run > 0 and decide(sampling.samples, max_steps, heap_needs_witness=not already_tracing) is not None:
                 break
         samples, before = sampling.samples, sampling.before
@@ -206,7 +236,12 @@ def confirm_leak(
         traced = tracemalloc.is_tracing()  # the test itself may have stopped it
         sites = _grown_sites(before, steps) if leaking and before is not None and traced else ()
         return judge_runs(
-            samples, first_run_rss=first_run_rss, traced=True, sites=sites, heap_needs_witness=not already_tracing
+            samples,
+            runs=done + len(samples),
+            first_run_rss=first_run_rss,
+            traced=True,
+            sites=sites,
+            heap_needs_witness=not already_tracing,
         )
     finally:
         if not already_tracing:

@@ -19,7 +19,7 @@ from . import __version__
 from .baseline import BaselineError, Finding, write_atomic
 from .gate import BaselineGate, GateResult, lowest, verdict_for
 from .leak_check import confirm_leak, measured_rerun, unchecked
-from .leak_detector import LeakReport, Screening
+from .leak_detector import SCREENING, LeakReport
 from .limits import HEAP_KEYS, RETAINED_KEYS, Limit, LimitError, check_limits, merge_limits, parse_limits
 from .record import MemoryRecord, Verdict
 from .reporting.benchmark_export import render_benchmark_json
@@ -39,7 +39,6 @@ __all__ = ["MemguardSession", "MemoryLimitExceeded"]
 
 MARKER = "memguard"
 REGRESSIONS_STAT = "memguard regressions"
-SCREENING = Screening()
 #: marker keywords that are not limits
 MARKER_OPTIONS = frozenset({"tolerance", "leak"})
 _LEAK_MARKER_VALUES: dict[object, str] = {True: "fail", False: "off", "fail": "fail", "warn": "warn", "off": "off"}
@@ -231,7 +230,7 @@ class MemguardSession:
         # A test whose reports reach the terminal by themselves (subtests) cannot be
         # re-run unseen: it is measured once and neither leak-confirmed nor re-measured.
         passed = all(report.passed for report in reports) and not self._reported_while_running
-        leak = self._check_leak(item, nextitem, plan, measurement, growth) if passed else None
+        leak = self._check_leak(item, nextitem, plan, start, measurement, growth) if passed else None
         measurement, findings = self._compare(item, nextitem, plan, measurement, rerun=passed)
         failures = [breach.message() for breach in breaches]
         verdict = Verdict.OVER_LIMIT if breaches else verdict_for(findings, self._in_baseline(item.nodeid))
@@ -263,26 +262,27 @@ class MemguardSession:
         item: pytest.Item,
         nextitem: Optional[pytest.Item],
         plan: _Plan,
+        start: Start,
         measurement: Measurement,
         growth: Growth,
     ) -> Optional[LeakReport]:
         """Screen cheaply; re-run only a suspect to confirm (or clear) it."""
         if plan.leaks == "off" or not self.can_rerun:
             return None
-        suspect = SCREENING.suspect(
+        by_bytes = SCREENING.suspect_by_bytes(
             rss=measurement.rss_retained,
             malloc=growth.malloc,
-            blocks=growth.blocks,
             heap=measurement.heap_retained,
             fds=measurement.fds_gained,
         )
-        if not suspect:
+        if not by_bytes and growth.blocks < SCREENING.blocks:
             return None
         try:
             return confirm_leak(
                 item,
                 nextitem,
                 self.tracker,
+                settle_blocks=None if by_bytes else start.blocks,
                 max_steps=self.settings.leak_runs,
                 first_run_rss=measurement.rss_retained,
             )

@@ -109,6 +109,63 @@ def test_a_test_that_cannot_be_repeated_is_reported_not_rerun_silently(pytester:
     assert tests["test_only_once"]["verdict"] == "ok"
 
 
+def test_garbage_waiting_for_the_collector_is_settled_without_a_rerun(pytester: pytest.Pytester) -> None:
+    # Thousands of objects in reference cycles, unreachable when the test ends: the block
+    # count says "suspect" until the cycle collector runs; no re-run should be paid for it.
+    pytester.makepyfile(
+        test_cycles="""
+        import gc
+        RUNS = []
+
+        class Node:
+            def __init__(self):
+                self.me = self
+
+        def test_makes_garbage():
+            RUNS.append(1)
+            nodes = [Node() for _ in range(5000)]
+            gc.collect()  # they survive a collection: now in the oldest generation, as in a long test
+            del nodes  # unreachable cycles that only a full collection frees
+
+        def test_ran_once():
+            assert RUNS == [1]
+        """
+    )
+    result, tests = verdicts(pytester, "-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+    assert "leak" not in tests["test_makes_garbage"]
+    result.stdout.no_fnmatch_line("*leak screening*")
+
+
+def test_reruns_leave_the_cycle_collector_as_they_found_it(pytester: pytest.Pytester) -> None:
+    # Confirmation re-runs freeze the objects alive before them out of the collector (cheap
+    # samples); the next test must find nothing frozen, and cycles must be collectable again.
+    pytester.makepyfile(
+        test_frozen="""
+        import gc, weakref
+        KEPT = []
+
+        class Node:
+            def __init__(self):
+                self.me = self
+
+        def test_leaks():
+            KEPT.append(bytearray(2 * 1024 * 1024))
+
+        def test_collector_back_to_normal():
+            assert gc.get_freeze_count() == 0
+            node = Node()
+            ref = weakref.ref(node)
+            del node
+            gc.collect()
+            assert ref() is None
+        """
+    )
+    result, tests = verdicts(pytester, "-p", "no:randomly", "--memguard-leaks=warn")
+    result.assert_outcomes(passed=2)
+    assert tests["test_leaks"]["verdict"] == "leak"
+
+
 def test_reruns_add_no_reports_warnings_or_subtests(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_noisy="""
