@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib.util
+import json
 import os
 import sys
 import sysconfig
@@ -203,12 +204,66 @@ class AllocationAnalysis:
     exact_sizes: bool
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready: basic types only."""
+        """JSON-ready: basic types only (each site also gets its ``average``, which :meth:`from_dict` ignores)."""
         data = asdict(self)
-        for name in ("top_by_size", "top_by_count"):
+        for name in _SITE_LISTS:
             for site, entry in zip(getattr(self, name), data[name]):
                 entry["average"] = round(site.average, 1)
         return {key: list(value) if isinstance(value, tuple) else value for key, value in data.items()}
+
+    def compact(self, top: int = 5) -> AllocationAnalysis:
+        """The same analysis with at most ``top`` sites, components and operations; size classes all kept."""
+        return replace(
+            self,
+            top_by_size=self.top_by_size[:top],
+            top_by_count=self.top_by_count[:top],
+            by_component=self.by_component[:top],
+            by_operation=self.by_operation[:top],
+        )
+
+    def to_json(self) -> str:
+        """:meth:`as_dict` as one line of ASCII JSON (any path survives xdist's wire and XML)."""
+        return json.dumps(self.as_dict(), separators=(",", ":"), ensure_ascii=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AllocationAnalysis:
+        """Rebuild an analysis from :meth:`as_dict`'s output; ``ValueError`` names the first bad field."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"allocation analysis: expected a JSON object, got {type(data).__name__}")
+        recommendations = _typed(data, "recommendations", list)
+        if not all(isinstance(text, str) for text in recommendations):
+            raise ValueError("allocation analysis: 'recommendations' must be a list of strings")
+        fragmentation = _typed(data, "fragmentation", float, optional=True)
+        return cls(
+            retained_bytes=_typed(data, "retained_bytes", int),
+            retained_blocks=_typed(data, "retained_blocks", int),
+            allocated_bytes=_typed(data, "allocated_bytes", int),
+            allocated_blocks=_typed(data, "allocated_blocks", int),
+            freed_bytes=_typed(data, "freed_bytes", int),
+            freed_blocks=_typed(data, "freed_blocks", int),
+            traced_bytes=_typed(data, "traced_bytes", int),
+            peak_bytes=_typed(data, "peak_bytes", int, optional=True),
+            rss_bytes=_typed(data, "rss_bytes", int, optional=True),
+            fragmentation=None if fragmentation is None else float(fragmentation),
+            efficiency=float(_typed(data, "efficiency", float)),
+            top_by_size=_sites(data, "top_by_size"),
+            top_by_count=_sites(data, "top_by_count"),
+            by_component=_groups(data, "by_component"),
+            by_operation=_groups(data, "by_operation"),
+            size_classes=_groups(data, "size_classes"),
+            recommendations=tuple(recommendations),
+            stack_depth=_typed(data, "stack_depth", int),
+            exact_sizes=_typed(data, "exact_sizes", bool),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> AllocationAnalysis:
+        """The inverse of :meth:`to_json`; ``ValueError`` for anything else (hand-edited, cut short, ...)."""
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+            raise ValueError(f"allocation analysis: not valid JSON ({type(exc).__name__}: {exc})") from None
+        return cls.from_dict(data)
 
     def to_text(self) -> str:
         """A few lines for the terminal."""
@@ -235,6 +290,48 @@ class AllocationAnalysis:
             lines.append("by package: " + ", ".join(shares))
         lines += [f"- {text}" for text in self.recommendations]
         return "\n".join(lines)
+
+
+_SITE_LISTS = ("top_by_size", "top_by_count")
+
+
+def _typed(data: Mapping[str, Any], name: str, kind: type, *, optional: bool = False) -> Any:
+    """``data[name]`` if it is a ``kind`` (an int passes for a float; a bool is no int), else ``ValueError``."""
+    value = data.get(name)
+    if value is None and optional:
+        return None
+    kinds = (int, float) if kind is float else (kind,)
+    if isinstance(value, bool) is not (kind is bool) or not isinstance(value, kinds):
+        raise ValueError(f"allocation analysis: {name!r} must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def _entries(data: Mapping[str, Any], name: str) -> list[Mapping[str, Any]]:
+    entries: list[Mapping[str, Any]] = _typed(data, name, list)
+    if not all(isinstance(entry, Mapping) for entry in entries):
+        raise ValueError(f"allocation analysis: {name!r} must be a list of objects")
+    return entries
+
+
+def _sites(data: Mapping[str, Any], name: str) -> tuple[SiteStat, ...]:
+    return tuple(
+        SiteStat(
+            where=_typed(entry, "where", str),
+            filename=_typed(entry, "filename", str),
+            lineno=_typed(entry, "lineno", int),
+            component=_typed(entry, "component", str),
+            size=_typed(entry, "size", int),
+            count=_typed(entry, "count", int),
+        )
+        for entry in _entries(data, name)
+    )
+
+
+def _groups(data: Mapping[str, Any], name: str) -> tuple[GroupTotal, ...]:
+    return tuple(
+        GroupTotal(_typed(entry, "name", str), _typed(entry, "size", int), _typed(entry, "count", int))
+        for entry in _entries(data, name)
+    )
 
 
 class _Change(NamedTuple):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
+import re
 import sys
 import tracemalloc
 from pathlib import Path
@@ -406,3 +408,75 @@ def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="top"):
         analyze_snapshots(snapshot, snapshot, top=-1)
     assert analyze_snapshots(snapshot, snapshot).retained_bytes == 0
+
+
+def test_compact_keeps_five_of_each_list_and_every_size_class() -> None:
+    source = "\n".join(f"kept.append([bytes({n}) for _ in range({10 + n})])" for n in range(10, 20))
+    kept: list[list[bytes]] = []
+    with memory_analysis(top=50) as measured:
+        exec(compile(source, "ten_sites.py", "exec"), {"kept": kept})
+    result = measured.result
+    assert result is not None
+    assert len(result.top_by_size) >= 10
+    short = result.compact(5)
+    assert short.top_by_size == result.top_by_size[:5]
+    assert short.top_by_count == result.top_by_count[:5]
+    assert short.by_component == result.by_component[:5]
+    assert short.by_operation == result.by_operation[:5]
+    assert short.size_classes == result.size_classes
+    assert (short.retained_bytes, short.recommendations) == (result.retained_bytes, result.recommendations)
+    assert len(kept) == 10
+
+
+def test_json_round_trip_is_exact() -> None:
+    with memory_analysis(top=5, stack_depth=1) as measured:
+        kept = keep_small_blocks(10_000, 100), keep_huge_block()
+    result = measured.result
+    assert result is not None
+    text = result.to_json()
+    assert "\n" not in text
+    assert text.isascii()
+    assert AllocationAnalysis.from_json(text) == result
+    assert AllocationAnalysis.from_dict(result.as_dict()) == result
+    weird = result.compact(1)
+    site = weird.top_by_size[0]
+    weird = dataclasses.replace(
+        weird,
+        top_by_size=(dataclasses.replace(site, where='a|b`<script>"é\ud800.py:1', filename="\x1b"),),
+        fragmentation=None,
+        peak_bytes=None,
+    )
+    assert AllocationAnalysis.from_json(weird.to_json()) == weird
+    assert len(kept[0]) == 10_000
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.pop("retained_bytes"), "'retained_bytes' must be int, got None"),
+        (lambda d: d.update(retained_bytes="12"), "'retained_bytes' must be int"),
+        (lambda d: d.update(exact_sizes=1), "'exact_sizes' must be bool"),
+        (lambda d: d.update(stack_depth=True), "'stack_depth' must be int"),
+        (lambda d: d.update(top_by_size={"where": "x"}), "'top_by_size' must be list"),
+        (lambda d: d.update(top_by_size=[1]), "'top_by_size' must be a list of objects"),
+        (lambda d: d["top_by_count"][0].pop("lineno"), "'lineno' must be int"),
+        (lambda d: d["size_classes"][0].update(name=None), "'name' must be str"),
+        (lambda d: d.update(recommendations=[1]), "'recommendations' must be a list of strings"),
+        (lambda d: d.update(efficiency="high"), "'efficiency' must be float"),
+    ],
+)
+def test_a_corrupt_analysis_is_a_value_error_naming_the_field(edit, message: str) -> None:
+    with memory_analysis() as measured:
+        kept = keep_small_blocks(100, 10)
+    assert measured.result is not None
+    data = json.loads(measured.result.to_json())
+    edit(data)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        AllocationAnalysis.from_dict(data)
+    assert len(kept) == 100
+
+
+@pytest.mark.parametrize("text", ["", "{", "[]", "null", "1" * 5000, "[" * 100_000, '{"a": 1}'])
+def test_text_that_is_not_an_analysis_is_a_value_error(text: str) -> None:
+    with pytest.raises(ValueError, match=r"^allocation analysis: "):
+        AllocationAnalysis.from_json(text)
