@@ -480,3 +480,63 @@ def test_a_corrupt_analysis_is_a_value_error_naming_the_field(edit, message: str
 def test_text_that_is_not_an_analysis_is_a_value_error(text: str) -> None:
     with pytest.raises(ValueError, match=r"^allocation analysis: "):
         AllocationAnalysis.from_json(text)
+
+
+def test_peak_sites_name_a_block_that_lived_only_for_a_moment() -> None:
+    with memory_analysis(peak_sites=True) as measured:
+        size = len(keep_huge_block())  # freed as soon as len() has it
+    result = measured.result
+    assert result is not None
+    assert sys.getprofile() is None
+    assert result.peak_sites[0].where == f"{SHORT}:{HUGE_LINE}"
+    assert result.peak_sites[0].size >= 50 * MIB
+    assert result.peak_snapshot_bytes is not None
+    assert result.peak_snapshot_bytes >= 50 * MIB
+    assert result.peak_bytes is not None
+    assert result.peak_bytes >= result.peak_snapshot_bytes
+    assert f"{SHORT}:{HUGE_LINE}" not in [site.where for site in result.top_by_size]  # nothing of it was kept
+    lines = result.to_text().splitlines()
+    assert lines[1] == "held near the peak (snapshot at 50.0 MiB):"
+    assert lines[2].split() == ["peak", "site", "size", "blocks", "average"]
+    assert lines[4].startswith(f"{SHORT}:{HUGE_LINE} ")
+    assert AllocationAnalysis.from_json(result.to_json()) == result
+    assert size == 50 * MIB
+
+
+def test_peak_sites_of_many_small_blocks_and_an_honest_peak() -> None:
+    with memory_analysis() as plain:
+        assert len(keep_small_blocks(100_000, 100)) == 100_000
+    with memory_analysis(peak_sites=True) as watched:
+        assert len(keep_small_blocks(100_000, 100)) == 100_000
+    assert plain.result is not None
+    assert watched.result is not None
+    assert plain.result.peak_sites == ()
+    assert plain.result.peak_snapshot_bytes is None
+    site = watched.result.peak_sites[0]
+    assert (site.where, site.count >= 90_000) == (f"{SHORT}:{SMALL_LINE}", True)
+    assert watched.result.peak_snapshot_bytes is not None
+    # Within 10% of the peak: snapshots come at every 10% of growth, and the last one at the top.
+    assert watched.result.peak_bytes is not None
+    assert watched.result.peak_snapshot_bytes >= 0.9 * watched.result.peak_bytes
+    # Our own snapshots do not count towards the peak.
+    assert plain.result.peak_bytes is not None
+    assert watched.result.peak_bytes <= 1.05 * plain.result.peak_bytes
+
+
+def test_peak_sites_leave_a_running_profiler_alone() -> None:
+    calls: list[str] = []
+
+    def profiler(frame: object, event: str, arg: object) -> None:
+        calls.append(event)
+
+    sys.setprofile(profiler)
+    try:
+        with memory_analysis(peak_sites=True) as measured:
+            size = len(keep_huge_block())
+        assert sys.getprofile() is profiler
+    finally:
+        sys.setprofile(None)
+    assert measured.result is not None
+    assert measured.result.peak_sites == ()
+    assert calls
+    assert size == 50 * MIB
