@@ -283,7 +283,7 @@ def _analysis(analysis: AllocationAnalysis) -> list[str]:
 
 
 def _details(record: MemoryRecord) -> str:
-    """One test, folded: every figure, what moved against the baseline, the limit breach, leak sites."""
+    """One test, folded: every figure, what moved against the baseline, the limit breach, leak sites, analysis."""
     moved = {f.figure: f for f in record.findings}
     rows = []
     for figure, value in record.measurement._asdict().items():
