@@ -5,9 +5,9 @@ tracemalloc sees Python's allocators (and C extensions that report to it, such a
 not other ``malloc`` calls. Two snapshots cannot tell:
 
 * peak-time sites: tracemalloc keeps one process-wide peak number, not which sites held it, and
-  nothing about blocks allocated and freed in between; so ``peak_bytes`` is a number and the sites
-  are *retained* sites. There is no "snapshot when the peak rises" helper: it would need a polling
-  thread that still misses short spikes.
+  nothing about blocks allocated and freed in between. ``memory_analysis(peak_sites=True)`` adds
+  snapshots while the traced heap climbs (:class:`.peak_watch.PeakWatcher`) and names the sites
+  of the highest one; ``analyze_snapshots`` alone gives *retained* sites only.
 * function names: tracemalloc records file and line only; ``operations`` maps files to labels,
   and without it there are per-file totals.
 
@@ -27,14 +27,15 @@ import sys
 import sysconfig
 import tracemalloc
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from operator import itemgetter
 from types import TracebackType
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, TypeVar
 
 import psutil
-from tabulate import tabulate
 
+from .allocation_result import AllocationAnalysis, GroupTotal, SiteStat
+from .peak_watch import PeakWatcher
 from .units import format_size
 
 __all__ = [
@@ -139,102 +140,6 @@ def efficiency_score(retained: int, peak: Optional[int], fragmentation: Optional
     release = 1.0 if high == 0 else 1.0 - kept / high
     rss_factor = 1.0 if not fragmentation else min(1.0, _FRAGMENTATION_OK / fragmentation)
     return max(0.0, min(1.0, release * (0.75 + 0.25 * rss_factor)))
-
-
-@dataclass(frozen=True)
-class SiteStat:
-    """One allocation site and what it kept: bytes and blocks grown (after - before, may be negative)."""
-
-    where: str  # "pkg/mod.py:42", or with stack_depth > 1 "a.py:3 <- b.py:10", innermost first
-    filename: str  # innermost frame, as tracemalloc recorded it
-    lineno: int
-    component: str
-    size: int
-    count: int
-
-    @property
-    def average(self) -> float:
-        """Average block size in bytes (0 when no blocks were gained)."""
-        return self.size / self.count if self.count > 0 else 0.0
-
-
-@dataclass(frozen=True)
-class GroupTotal:
-    """Bytes and blocks grown for one component, operation, file or size class."""
-
-    name: str
-    size: int
-    count: int
-
-
-@dataclass(frozen=True)
-class AllocationAnalysis:
-    """Where the bytes went between two snapshots; only the top entries of each list are kept.
-
-    ``retained_*``: net growth of the traced heap (excluded frames left out).
-    ``allocated_*``/``freed_*``: blocks found only in *after* / only in *before*.
-    ``traced_bytes``: the whole traced heap at *after*. ``fragmentation``:
-    ``rss_bytes / traced_bytes``. RSS also holds the interpreter, C extensions and
-    the allocators' free lists and arenas, so a high ratio is not proof of fragmentation,
-    and it only means something when tracing started with the process (``-X tracemalloc``).
-    ``by_operation``: per ``operations`` label, or per file when no mapping was given.
-    ``size_classes``: blocks gained per :data:`SIZE_CLASSES` class, every class listed;
-    ``exact_sizes``: counted per block (else from each site's average block size).
-    """
-
-    retained_bytes: int
-    retained_blocks: int
-    allocated_bytes: int
-    allocated_blocks: int
-    freed_bytes: int
-    freed_blocks: int
-    traced_bytes: int
-    peak_bytes: Optional[int]
-    rss_bytes: Optional[int]
-    fragmentation: Optional[float]
-    efficiency: float
-    top_by_size: tuple[SiteStat, ...]
-    top_by_count: tuple[SiteStat, ...]
-    by_component: tuple[GroupTotal, ...]
-    by_operation: tuple[GroupTotal, ...]
-    size_classes: tuple[GroupTotal, ...]
-    recommendations: tuple[str, ...]
-    stack_depth: int
-    exact_sizes: bool
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready: basic types only."""
-        data = asdict(self)
-        for name in ("top_by_size", "top_by_count"):
-            for site, entry in zip(getattr(self, name), data[name]):
-                entry["average"] = round(site.average, 1)
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in data.items()}
-
-    def to_text(self) -> str:
-        """A few lines for the terminal."""
-        head = [
-            f"retained {format_size(self.retained_bytes, signed=True)} in {self.retained_blocks:+,} blocks",
-            f"allocated {format_size(self.allocated_bytes)}, freed {format_size(self.freed_bytes)}",
-        ]
-        if self.peak_bytes is not None:
-            head.append(f"peak {format_size(self.peak_bytes)}")
-        if self.fragmentation is not None:
-            head.append(f"RSS/traced {self.fragmentation:.1f}x")
-        lines = ["allocation analysis: " + "; ".join([*head, f"efficiency {self.efficiency:.2f}"])]
-        if self.top_by_size:
-            rows = [
-                (s.where, format_size(s.size, signed=True), f"{s.count:+,}", format_size(s.average))
-                for s in self.top_by_size
-            ]
-            lines.append(tabulate(rows, headers=("site", "size", "blocks", "average"), disable_numparse=True))
-        grown = [f"{c.name} {c.count:,} ({format_size(c.size)})" for c in self.size_classes if c.count]
-        if grown:
-            lines.append("blocks gained: " + ", ".join(grown))
-        shares = [f"{g.name} {format_size(g.size, signed=True)}" for g in self.by_component]
-        if shares:
-            lines.append("by package: " + ", ".join(shares))
-        lines += [f"- {text}" for text in self.recommendations]
-        return "\n".join(lines)
 
 
 class _Change(NamedTuple):
@@ -452,13 +357,23 @@ class MemoryAnalysis:
     is called at the start, so an enclosing measurement of the traced peak (such as
     ``--memguard-trace``'s heap peak) only sees the peak from this block on. RSS (and
     so ``fragmentation``) is only read when tracing was already on: a heap traced for
-    the length of one block says nothing about the whole process's RSS.
+    the length of one block says nothing about the whole process's RSS. ``peak_sites``
+    watches the block in this thread with a profile hook (:class:`.peak_watch.PeakWatcher`),
+    so the result also names the sites held near the peak; it makes call-heavy code slower.
     """
 
-    def __init__(self, *, top: int = 10, stack_depth: int = 1, operations: Optional[Mapping[str, str]] = None):
-        self.top, self.stack_depth, self.operations = top, stack_depth, operations
+    def __init__(
+        self,
+        *,
+        top: int = 10,
+        stack_depth: int = 1,
+        operations: Optional[Mapping[str, str]] = None,
+        peak_sites: bool = False,
+    ):
+        self.top, self.stack_depth, self.operations, self.peak_sites = top, stack_depth, operations, peak_sites
         self.result: Optional[AllocationAnalysis] = None
         self._before: Optional[tracemalloc.Snapshot] = None
+        self._watcher: Optional[PeakWatcher] = None
         self._was_tracing, self._limit, self._start = False, 1, 0
 
     def __enter__(self) -> MemoryAnalysis:
@@ -468,16 +383,30 @@ class MemoryAnalysis:
         self._before = tracemalloc.take_snapshot()
         tracemalloc.reset_peak()
         self._start = tracemalloc.get_traced_memory()[0]
+        if self.peak_sites:
+            self._watcher = PeakWatcher(self._start)
+            self._watcher.install()
         return self
 
     def __exit__(
         self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
     ) -> None:
+        watcher, self._watcher = self._watcher, None
         try:
-            peak = tracemalloc.get_traced_memory()[1]
+            if watcher is not None:
+                watcher.uninstall()
+            peak = watcher.peak() if watcher is not None else tracemalloc.get_traced_memory()[1]
+            # First, before analysing anything: the analysis allocates too (caches in fnmatch, re, ...).
             after = tracemalloc.take_snapshot()
             assert self._before is not None, "__exit__ without __enter__"
-            self.result = analyze_snapshots(
+            peak_sites: tuple[SiteStat, ...] = ()
+            if watcher is not None and watcher.snapshot is not None:
+                near_peak = analyze_snapshots(
+                    self._before, watcher.snapshot, top=self.top, stack_depth=self.stack_depth
+                )
+                peak_sites = near_peak.top_by_size
+                watcher.snapshot = None
+            result = analyze_snapshots(
                 self._before,
                 after,
                 peak_bytes=max(0, peak - self._start),
@@ -486,6 +415,8 @@ class MemoryAnalysis:
                 stack_depth=self.stack_depth,
                 operations=self.operations,
             )
+            at = watcher.level - self._start if peak_sites and watcher is not None else None
+            self.result = replace(result, peak_sites=peak_sites, peak_snapshot_bytes=at)
         finally:
             self._before = None
             if not self._was_tracing:
@@ -496,10 +427,10 @@ class MemoryAnalysis:
 
 
 def memory_analysis(
-    top: int = 10, stack_depth: int = 1, operations: Optional[Mapping[str, str]] = None
+    top: int = 10, stack_depth: int = 1, operations: Optional[Mapping[str, str]] = None, *, peak_sites: bool = False
 ) -> MemoryAnalysis:
     """``with memory_analysis() as m: ...`` then ``m.result`` is the :class:`AllocationAnalysis`."""
-    return MemoryAnalysis(top=top, stack_depth=stack_depth, operations=operations)
+    return MemoryAnalysis(top=top, stack_depth=stack_depth, operations=operations, peak_sites=peak_sites)
 
 
 def analyze(func: Callable[..., _T], /, *args: Any, **kwargs: Any) -> tuple[_T, AllocationAnalysis]:

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping, NamedTuple, Optional
 
+from .allocation_analyzer import AllocationAnalysis
 from .baseline import Finding
 from .leak_detector import AllocationSite, LeakReport
 from .tolerance import FIGURES
 from .tracker import Measurement
 
-__all__ = ["PREFIX", "MemoryRecord", "Verdict"]
+__all__ = ["ANALYSIS_TOP", "PREFIX", "MemoryRecord", "Verdict"]
 
 PREFIX = "memguard_"
+ANALYSIS_TOP = 5  # sites, components and operations an analysis keeps on the record
 
 
 class Verdict:
@@ -57,7 +59,8 @@ def figures_of(measurement: Measurement) -> dict[str, int]:
 
 
 class MemoryRecord(NamedTuple):
-    """One measured test: its figures, its verdict, why, and what moved against the baseline."""
+    """One measured test: its figures, its verdict, why, what moved against the baseline, where its
+    bytes went (``analysis``: flagged tests only, see :mod:`pytest_memguard.rerun_analysis`)."""
 
     nodeid: str
     measurement: Measurement
@@ -65,6 +68,7 @@ class MemoryRecord(NamedTuple):
     message: str = ""
     findings: tuple[Finding, ...] = ()
     leak: Optional[LeakReport] = None
+    analysis: Optional[AllocationAnalysis] = None
 
     def to_properties(self) -> list[tuple[str, object]]:
         """``(name, value)`` pairs for ``report.user_properties``; unmeasured figures are left out."""
@@ -81,6 +85,8 @@ class MemoryRecord(NamedTuple):
         props.append(("memguard_verdict", self.verdict))
         if self.message:
             props.append(("memguard_message", self.message))
+        if self.analysis is not None:  # one compact JSON string: basic types cross xdist and junitxml
+            props.append(("memguard_analysis", self.analysis.compact(ANALYSIS_TOP).to_json()))
         return props
 
     @classmethod
@@ -104,6 +110,7 @@ class MemoryRecord(NamedTuple):
             message=str(found.get("memguard_message", "")),
             findings=tuple(findings),
             leak=_leak_from_properties(found),
+            analysis=_analysis_from(found.get("memguard_analysis")),
         )
 
 
@@ -116,6 +123,17 @@ def _as_int(value: object) -> Optional[int]:
     if isinstance(value, str):
         return int(float(value))
     return None
+
+
+def _analysis_from(value: object) -> Optional[AllocationAnalysis]:
+    """The analysis, or ``None`` when there is none or it does not read (hand-edited, cut short):
+    a report we cannot explain must not stop the controller."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return AllocationAnalysis.from_json(value)
+    except ValueError:
+        return None
 
 
 def _leak_properties(leak: LeakReport) -> list[tuple[str, object]]:

@@ -27,6 +27,7 @@ from .reporting.json_report import render_json
 from .reporting.junit import write_junit
 from .reporting.markdown import append_step_summary, render_markdown
 from .reporting.terminal import render_details, render_gate, render_summary
+from .rerun_analysis import analyse_flagged
 from .settings import Settings
 from .tolerance import Tolerance, ToleranceError, parse_figure_tolerances
 from .tracker import Growth, Measurement, Start, Tracker
@@ -88,7 +89,7 @@ class MemguardSession:
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
         self.config = config
         self.settings = settings
-        self.tracker = Tracker(trace=settings.trace)
+        self.tracker = Tracker(trace=settings.trace, trace_frames=settings.stack_depth)
         self.records: list[MemoryRecord] = []
         self.is_worker = hasattr(config, "workerinput")
         # Under --pdb a failure in a hidden re-run would open the debugger: never re-run then.
@@ -242,7 +243,13 @@ class MemguardSession:
         if leak is not None and (leak.confirmed or leak.note):
             messages.append(leak.summary() if leak.confirmed else leak.note)
         messages += [f.message() for f in findings]
-        record = MemoryRecord(item.nodeid, measurement, verdict, "; ".join(messages), tuple(findings), leak)
+        analysis = None
+        if passed and self.can_rerun:  # flagged tests only: one more hidden run, under the analyzer
+            analysis, note = analyse_flagged(
+                item, nextitem, verdict, self.tracker, stack_depth=self.settings.stack_depth
+            )
+            messages += [note] if note else []
+        record = MemoryRecord(item.nodeid, measurement, verdict, "; ".join(messages), tuple(findings), leak, analysis)
         message = "; ".join(failures)
         # The figures ride on the teardown report only: that is where pytest's junitxml and
         # our controller read them, and on every report they cost ~1 KiB per test in the

@@ -20,6 +20,7 @@ DEFAULT_BASELINE = "memguard-baseline.yaml"
 GATE_MODES = ("fail", "warn")
 LEAK_MODES = ("fail", "warn", "off")
 DEFAULT_LEAK_RUNS = 6
+DEFAULT_STACK_DEPTH = 1
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Settings:
     step_summary: bool = True
     leaks: str = "fail"
     leak_runs: int = DEFAULT_LEAK_RUNS
+    stack_depth: int = DEFAULT_STACK_DEPTH
 
     @property
     def measure_all(self) -> bool:
@@ -76,6 +78,7 @@ class Settings:
             step_summary=_choice(config, "memguard_step_summary", ("on", "off")) == "on",
             leaks=_choice(config, "memguard_leaks", LEAK_MODES),
             leak_runs=_count(config, "memguard_leak_runs", minimum=2),
+            stack_depth=_count(config, "memguard_stack_depth", minimum=1),
         )
 
 
@@ -263,6 +266,17 @@ def add_options(parser: pytest.Parser) -> None:
         help=f"at most N measured re-runs to confirm a leak suspect (default {DEFAULT_LEAK_RUNS}, at least 2). "
         "ini: memguard_leak_runs",
     )
+    group.addoption(
+        "--memguard-stack-depth",
+        type=_count_type,
+        default=None,
+        metavar="N",
+        dest="memguard_stack_depth",
+        help=f"frames per allocation site in the allocation analysis of flagged tests, and tracemalloc's "
+        f"traceback limit when memguard starts tracing (default {DEFAULT_STACK_DEPTH}, at least 1; more frames "
+        "cost more). ini: memguard_stack_depth",
+    )
+    parser.addini("memguard_stack_depth", "frames per allocation site", default=str(DEFAULT_STACK_DEPTH))
     parser.addini("memguard_leaks", "fail, warn or off for confirmed leaks", default="fail")
     parser.addini("memguard_leak_runs", "measured re-runs to confirm a leak", default=str(DEFAULT_LEAK_RUNS))
     reports = (

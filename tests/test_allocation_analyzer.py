@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
+import re
 import sys
 import tracemalloc
 from pathlib import Path
@@ -406,3 +408,135 @@ def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="top"):
         analyze_snapshots(snapshot, snapshot, top=-1)
     assert analyze_snapshots(snapshot, snapshot).retained_bytes == 0
+
+
+def test_compact_keeps_five_of_each_list_and_every_size_class() -> None:
+    source = "\n".join(f"kept.append([bytes({n}) for _ in range({10 + n})])" for n in range(10, 20))
+    kept: list[list[bytes]] = []
+    with memory_analysis(top=50) as measured:
+        exec(compile(source, "ten_sites.py", "exec"), {"kept": kept})
+    result = measured.result
+    assert result is not None
+    assert len(result.top_by_size) >= 10
+    short = result.compact(5)
+    assert short.top_by_size == result.top_by_size[:5]
+    assert short.top_by_count == result.top_by_count[:5]
+    assert short.by_component == result.by_component[:5]
+    assert short.by_operation == result.by_operation[:5]
+    assert short.size_classes == result.size_classes
+    assert (short.retained_bytes, short.recommendations) == (result.retained_bytes, result.recommendations)
+    assert len(kept) == 10
+
+
+def test_json_round_trip_is_exact() -> None:
+    with memory_analysis(top=5, stack_depth=1) as measured:
+        kept = keep_small_blocks(10_000, 100), keep_huge_block()
+    result = measured.result
+    assert result is not None
+    text = result.to_json()
+    assert "\n" not in text
+    assert text.isascii()
+    assert AllocationAnalysis.from_json(text) == result
+    assert AllocationAnalysis.from_dict(result.as_dict()) == result
+    weird = result.compact(1)
+    site = weird.top_by_size[0]
+    weird = dataclasses.replace(
+        weird,
+        top_by_size=(dataclasses.replace(site, where='a|b`<script>"é\ud800.py:1', filename="\x1b"),),
+        fragmentation=None,
+        peak_bytes=None,
+    )
+    assert AllocationAnalysis.from_json(weird.to_json()) == weird
+    assert len(kept[0]) == 10_000
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.pop("retained_bytes"), "'retained_bytes' must be int, got None"),
+        (lambda d: d.update(retained_bytes="12"), "'retained_bytes' must be int"),
+        (lambda d: d.update(exact_sizes=1), "'exact_sizes' must be bool"),
+        (lambda d: d.update(stack_depth=True), "'stack_depth' must be int"),
+        (lambda d: d.update(top_by_size={"where": "x"}), "'top_by_size' must be list"),
+        (lambda d: d.update(top_by_size=[1]), "'top_by_size' must be a list of objects"),
+        (lambda d: d["top_by_count"][0].pop("lineno"), "'lineno' must be int"),
+        (lambda d: d["size_classes"][0].update(name=None), "'name' must be str"),
+        (lambda d: d.update(recommendations=[1]), "'recommendations' must be a list of strings"),
+        (lambda d: d.update(efficiency="high"), "'efficiency' must be float"),
+    ],
+)
+def test_a_corrupt_analysis_is_a_value_error_naming_the_field(edit, message: str) -> None:
+    with memory_analysis() as measured:
+        kept = keep_small_blocks(100, 10)
+    assert measured.result is not None
+    data = json.loads(measured.result.to_json())
+    edit(data)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        AllocationAnalysis.from_dict(data)
+    assert len(kept) == 100
+
+
+@pytest.mark.parametrize("text", ["", "{", "[]", "null", "1" * 5000, "[" * 100_000, '{"a": 1}'])
+def test_text_that_is_not_an_analysis_is_a_value_error(text: str) -> None:
+    with pytest.raises(ValueError, match=r"^allocation analysis: "):
+        AllocationAnalysis.from_json(text)
+
+
+def test_peak_sites_name_a_block_that_lived_only_for_a_moment() -> None:
+    with memory_analysis(peak_sites=True) as measured:
+        size = len(keep_huge_block())  # freed as soon as len() has it
+    result = measured.result
+    assert result is not None
+    assert sys.getprofile() is None
+    assert result.peak_sites[0].where == f"{SHORT}:{HUGE_LINE}"
+    assert result.peak_sites[0].size >= 50 * MIB
+    assert result.peak_snapshot_bytes is not None
+    assert result.peak_snapshot_bytes >= 50 * MIB
+    assert result.peak_bytes is not None
+    assert result.peak_bytes >= result.peak_snapshot_bytes
+    assert f"{SHORT}:{HUGE_LINE}" not in [site.where for site in result.top_by_size]  # nothing of it was kept
+    lines = result.to_text().splitlines()
+    assert lines[1] == "held near the peak (snapshot at 50.0 MiB):"
+    assert lines[2].split() == ["peak", "site", "size", "blocks", "average"]
+    assert lines[4].startswith(f"{SHORT}:{HUGE_LINE} ")
+    assert AllocationAnalysis.from_json(result.to_json()) == result
+    assert size == 50 * MIB
+
+
+def test_peak_sites_of_many_small_blocks_and_an_honest_peak() -> None:
+    with memory_analysis() as plain:
+        assert len(keep_small_blocks(100_000, 100)) == 100_000
+    with memory_analysis(peak_sites=True) as watched:
+        assert len(keep_small_blocks(100_000, 100)) == 100_000
+    assert plain.result is not None
+    assert watched.result is not None
+    assert plain.result.peak_sites == ()
+    assert plain.result.peak_snapshot_bytes is None
+    site = watched.result.peak_sites[0]
+    assert (site.where, site.count >= 90_000) == (f"{SHORT}:{SMALL_LINE}", True)
+    assert watched.result.peak_snapshot_bytes is not None
+    # Within 10% of the peak: snapshots come at every 10% of growth, and the last one at the top.
+    assert watched.result.peak_bytes is not None
+    assert watched.result.peak_snapshot_bytes >= 0.9 * watched.result.peak_bytes
+    # Our own snapshots do not count towards the peak.
+    assert plain.result.peak_bytes is not None
+    assert watched.result.peak_bytes <= 1.05 * plain.result.peak_bytes
+
+
+def test_peak_sites_leave_a_running_profiler_alone() -> None:
+    calls: list[str] = []
+
+    def profiler(frame: object, event: str, arg: object) -> None:
+        calls.append(event)
+
+    sys.setprofile(profiler)
+    try:
+        with memory_analysis(peak_sites=True) as measured:
+            size = len(keep_huge_block())
+        assert sys.getprofile() is profiler
+    finally:
+        sys.setprofile(None)
+    assert measured.result is not None
+    assert measured.result.peak_sites == ()
+    assert calls
+    assert size == 50 * MIB

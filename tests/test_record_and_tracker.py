@@ -9,6 +9,7 @@ import tracemalloc
 import pytest
 
 from pytest_memguard import tracker as tracker_module
+from pytest_memguard.allocation_analyzer import AllocationAnalysis, GroupTotal, SiteStat
 from pytest_memguard.record import MemoryRecord, Verdict
 from pytest_memguard.tracker import Measurement, Tracker
 
@@ -20,6 +21,62 @@ def test_record_round_trips_through_user_properties() -> None:
     props = record.to_properties()
     assert all(name.startswith("memguard_") for name, _ in props)
     assert all(isinstance(value, (int, str)) for _, value in props)
+    assert MemoryRecord.from_properties(record.nodeid, props) == record
+
+
+def analysis(sites: int = 7) -> AllocationAnalysis:
+    made = tuple(SiteStat(f"app/m{i}.py:{i}", f"/src/app/m{i}.py", i, "app", 1000 - i, i + 1) for i in range(sites))
+    groups = tuple(GroupTotal(f"g{i}", 100 - i, i) for i in range(sites))
+    return AllocationAnalysis(
+        retained_bytes=5000,
+        retained_blocks=20,
+        allocated_bytes=6000,
+        allocated_blocks=25,
+        freed_bytes=1000,
+        freed_blocks=5,
+        traced_bytes=90000,
+        peak_bytes=30 * MIB,
+        rss_bytes=None,
+        fragmentation=None,
+        efficiency=0.99983,
+        top_by_size=made,
+        top_by_count=made[::-1],
+        by_component=groups,
+        by_operation=groups,
+        size_classes=(GroupTotal("tiny", 10, 1), GroupTotal("huge", 30 * MIB, 1)),
+        recommendations=("one 30.0 MiB allocation at app/m0.py:0",),
+        stack_depth=2,
+        exact_sizes=True,
+        peak_sites=made,
+        peak_snapshot_bytes=30 * MIB - 10,
+    )
+
+
+def test_the_analysis_rides_as_one_compact_json_property() -> None:
+    full = analysis(sites=7)
+    record = MemoryRecord(
+        "t.py::test_a", Measurement(30 * MIB, 0, None, None, 0), Verdict.OVER_LIMIT, "peak ...", analysis=full
+    )
+    props = record.to_properties()
+    assert [name for name, _ in props][-1] == "memguard_analysis"
+    assert all(isinstance(value, (int, str)) for _, value in props)
+    back = MemoryRecord.from_properties(record.nodeid, props)
+    assert back is not None
+    assert back.analysis is not None
+    assert back.analysis == full.compact(5)  # five of each list travel; the JSON report has the same
+    assert len(back.analysis.top_by_size) == len(back.analysis.peak_sites) == 5
+    assert back._replace(analysis=None) == record._replace(analysis=None)
+    # Strings, as pytest's junitxml or a results file gives them back, read the same.
+    assert MemoryRecord.from_properties(record.nodeid, [(k, str(v)) for k, v in props]) == back
+
+
+@pytest.mark.parametrize(
+    "value",
+    ['{"retained_bytes": "lots"}', "{", "", "null", "[]", '{"a": [' * 50_000, 42, None],
+)
+def test_a_corrupt_analysis_property_gives_a_record_without_analysis(value: object) -> None:
+    record = MemoryRecord("t.py::test_a", Measurement(30 * MIB, 0, None, None, 0), Verdict.OVER_LIMIT, "peak ...")
+    props = [*record.to_properties(), ("memguard_analysis", value)]
     assert MemoryRecord.from_properties(record.nodeid, props) == record
 
 

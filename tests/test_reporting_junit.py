@@ -9,6 +9,7 @@ from pathlib import Path
 import junitparser
 import pytest
 
+from pytest_memguard.allocation_analyzer import AllocationAnalysis, GroupTotal, SiteStat
 from pytest_memguard.baseline import Finding
 from pytest_memguard.gate import GateResult
 from pytest_memguard.leak_detector import AllocationSite, LeakReport
@@ -63,6 +64,35 @@ def leaked(nodeid: str) -> MemoryRecord:
 def over(nodeid: str) -> MemoryRecord:
     message = "peak RSS 64.0 MiB exceeds the limit of 50 MB (47.7 MiB) by 16.3 MiB"
     return MemoryRecord(nodeid, Measurement(64 * MIB, 0, 5 * MIB, KIB, 1), Verdict.OVER_LIMIT, message)
+
+
+def analysed(nodeid: str) -> MemoryRecord:
+    """Over its limit, with an analysis whose site, package and advice quote the id (as a hostile path would)."""
+    site = SiteStat(f"{nodeid}.py:4", f"/src/{nodeid}.py", 4, nodeid, 30 * MIB, 2)
+    analysis = AllocationAnalysis(
+        retained_bytes=4 * KIB,
+        retained_blocks=30,
+        allocated_bytes=4 * KIB,
+        allocated_blocks=30,
+        freed_bytes=0,
+        freed_blocks=0,
+        traced_bytes=64 * KIB,
+        peak_bytes=30 * MIB,
+        rss_bytes=None,
+        fragmentation=None,
+        efficiency=1.0,
+        top_by_size=(site,),
+        top_by_count=(site,),
+        by_component=(GroupTotal(nodeid, 4 * KIB, 30),),
+        by_operation=(),
+        size_classes=(GroupTotal("tiny", 436, 11),),
+        recommendations=(f"one 30.0 MiB allocation at {nodeid}.py:4",),
+        stack_depth=1,
+        exact_sizes=True,
+        peak_sites=(site,),
+        peak_snapshot_bytes=30 * MIB,
+    )
+    return over(nodeid)._replace(analysis=analysis)
 
 
 def fine(nodeid: str) -> MemoryRecord:
@@ -224,6 +254,25 @@ def test_hostile_ids_always_give_a_parsable_file(tmp_path: Path, nodeid: str) ->
     assert failure.get("message") == "peak RSS 10.0 MiB -> 20.0 MiB (+10.0 MiB, +100%; tolerance 768.0 KiB)"
     assert len(next(iter(junitparser.JUnitXml.fromfile(str(path))))) == 4
     assert path.read_bytes().startswith(b'<?xml version="1.0" encoding="utf-8"?>\n')
+
+
+@pytest.mark.parametrize("nodeid", HOSTILE)
+def test_an_analysis_is_a_property_and_readable_system_out(tmp_path: Path, nodeid: str) -> None:
+    path = tmp_path / "memguard.xml"
+    record = analysed(nodeid)
+    write_junit(path, [record, fine(nodeid + "fine")])
+    cases = [case for suite in junitparser.JUnitXml.fromfile(str(path)) for case in suite]
+    assert len(cases) == 2
+    case = next(c for c in cases if c.name == xml_safe(junit_names(nodeid)[1]))
+    text = case.system_out or ""
+    assert text.startswith("allocation analysis: retained +4.0 KiB in +30 blocks;")
+    assert "held near the peak (snapshot at 30.0 MiB):" in text
+    assert f"{xml_safe(nodeid)}.py:4" in text
+    properties = case.child(junitparser.Properties)
+    found = {p.name: p.value for p in properties.iterchildren(junitparser.Property)}
+    # Compact JSON is ASCII, so even a lone surrogate in a path comes back exactly.
+    assert AllocationAnalysis.from_json(found["memguard_analysis"]) == record.analysis
+    assert not next(c for c in cases if c is not case).system_out
 
 
 def test_control_characters_are_shown_like_pytest_and_unicode_is_kept(tmp_path: Path) -> None:

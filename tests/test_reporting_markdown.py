@@ -8,6 +8,7 @@ from typing import Optional
 
 import pytest
 
+from pytest_memguard.allocation_analyzer import AllocationAnalysis, GroupTotal, SiteStat
 from pytest_memguard.baseline import Finding
 from pytest_memguard.gate import GateResult
 from pytest_memguard.leak_detector import AllocationSite, LeakReport
@@ -60,6 +61,38 @@ def leaking(nodeid: str) -> MemoryRecord:
 def over_limit(nodeid: str) -> MemoryRecord:
     message = "peak RSS 64.0 MiB exceeds the limit of 50 MB (47.7 MiB) by 16.3 MiB"
     return MemoryRecord(nodeid, measured(64 * MIB), Verdict.OVER_LIMIT, message)
+
+
+def analysis_of(text: str) -> AllocationAnalysis:
+    """An analysis whose paths, package and advice all carry ``text`` (as a hostile path would)."""
+    site = SiteStat(f"{text}.py:4 <- {text}.py:9", f"/src/{text}.py", 4, text, 30 * MIB, 2)
+    return AllocationAnalysis(
+        retained_bytes=4 * KIB,
+        retained_blocks=30,
+        allocated_bytes=5 * KIB,
+        allocated_blocks=36,
+        freed_bytes=KIB,
+        freed_blocks=6,
+        traced_bytes=64 * KIB,
+        peak_bytes=30 * MIB,
+        rss_bytes=None,
+        fragmentation=None,
+        efficiency=1.0,
+        top_by_size=(site,),
+        top_by_count=(site,),
+        by_component=(GroupTotal(text, 4 * KIB, 30),),
+        by_operation=(GroupTotal(f"{text}.py", 4 * KIB, 30),),
+        size_classes=(GroupTotal("tiny", 436, 11), GroupTotal("huge", 0, 0)),
+        recommendations=(f"one 30.0 MiB allocation at {text}.py:4", f"most retained memory (99%) comes from {text}"),
+        stack_depth=2,
+        exact_sizes=True,
+        peak_sites=(site,),
+        peak_snapshot_bytes=30 * MIB,
+    )
+
+
+def analysed(nodeid: str, text: str = "app/io") -> MemoryRecord:
+    return over_limit(nodeid)._replace(analysis=analysis_of(text))
 
 
 def improvement(nodeid: str) -> MemoryRecord:
@@ -185,6 +218,7 @@ def test_without_a_gate_or_tables() -> None:
 @pytest.mark.parametrize("nodeid", HOSTILE)
 def test_hostile_ids_cannot_break_tables_html_or_the_chart(nodeid: str) -> None:
     records = [regression(nodeid), leaking(nodeid + "leak"), over_limit(nodeid + "over")]
+    records.append(analysed(nodeid + "analysed", text=nodeid))  # its sites, package and advice too
     gate = GateResult(regressions=[records[0]], not_run=[nodeid], new=[nodeid])
     text = render_markdown(records, gate, top=5)
     chart = text.split("```mermaid\n")[1].split("\n```")[0]
@@ -209,6 +243,35 @@ def test_hostile_ids_cannot_break_tables_html_or_the_chart(nodeid: str) -> None:
     assert "\x00" not in text
     assert "\ud800" not in text
     text.encode("utf-8")  # a lone surrogate would make this raise
+    assert text.count("**Allocation analysis**") == 1
+
+
+def test_an_analysed_test_gets_its_details_block_with_sites_and_advice() -> None:
+    records = [
+        analysed("tests/test_io.py::test_load"),
+        *(MemoryRecord(f"t.py::test_{i}", measured(MIB)) for i in range(3)),
+    ]
+    text = render_markdown(records, top=1)
+    assert "### Heaviest 1 test by peak RSS" in text
+    details = section(text, "Per-test details")
+    assert details.count("<details>") == 1  # the analysed test, which is also the heaviest
+    block = details.split("<details>")[1]
+    assert "<code>tests/test_io.py::test_load</code> · peak RSS 64.0 MiB · over_limit</summary>" in block
+    assert (
+        "**Allocation analysis** (one more run under tracemalloc): retained +4.0 KiB in +30 blocks; "
+        "allocated 5.0 KiB, freed 1.0 KiB; peak 30.0 MiB; efficiency 1.00"
+    ) in block
+    assert "Held near the peak (snapshot at 30.0 MiB):" in block
+    peak, kept = tables(block)[1:3]
+    assert cells(peak[0]) == ["peak site", "size", "blocks", "average"]
+    assert cells(peak[2]) == [r"<code>app/io.py:4 &lt;- app/io.py:9</code>", "+30.0 MiB", "+2", "15.0 MiB"]
+    assert cells(kept[0])[0] == "kept at"
+    assert "Blocks gained: tiny 11 (436 B)" in block
+    assert "By package: <code>app/io</code> +4.0 KiB" in block
+    assert (
+        "- <code>one 30.0 MiB allocation at app/io.py:4</code>\n"
+        "- <code>most retained memory (99%) comes from app/io</code>"
+    ) in block
 
 
 def test_long_ids_are_shortened_in_the_middle() -> None:
@@ -229,7 +292,7 @@ def huge_suite(tests: int, regressions: int) -> tuple[list[MemoryRecord], GateRe
         elif i % 100 == 1:
             records.append(leaking(nodeid))
         elif i % 50 == 2:
-            records.append(over_limit(nodeid))
+            records.append(analysed(nodeid, text=nodeid))
         else:
             records.append(MemoryRecord(nodeid, measured(i * KIB)))
     gate = GateResult(
@@ -258,6 +321,7 @@ def test_a_huge_suite_stays_under_the_cap(max_chars: int) -> None:
     assert f"… and {10_000 - shown:,} more tests (see the JSON report)" in text  # not run
     assert "50,000 tests measured" in text
     assert "### Per-test details" in text
+    assert "**Allocation analysis**" in text
 
 
 def test_a_tiny_cap_keeps_only_the_verdict() -> None:

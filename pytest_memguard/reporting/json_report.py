@@ -16,7 +16,17 @@ Schema 1 (a new key may appear in a minor release; a changed meaning bumps ``sch
           "leak": {"confirmed": true, "runs": 6, "bytes_per_run": 1024, "objects_per_run": 12.0, "fds_per_run": 0.0,
                    "rss_per_run": 0, "heap_per_run": 1024, "malloc_per_run": 0, "indicators": ["steady_growth"],
                    "pressure": 0.05, "sites": [{"where": "t.py:3", "bytes_per_run": 1024, "count_per_run": 1}],
-                   "note": ""}
+                   "note": ""},
+          "analysis": {"retained_bytes": 5006, "retained_blocks": 37, "allocated_bytes": 5006, "allocated_blocks": 37,
+                       "freed_bytes": 0, "freed_blocks": 0, "traced_bytes": 35148, "peak_bytes": 31493975,
+                       "rss_bytes": null, "fragmentation": null, "efficiency": 0.99,
+                       "top_by_size": [{"where": "t.py:4 <- t.py:11", "filename": "/abs/t.py", "lineno": 4,
+                                        "component": "t", "size": 458, "count": 1, "average": 458.0}],
+                       "top_by_count": [...], "peak_sites": [...],
+                       "by_component": [{"name": "t", "size": 534, "count": 3}], "by_operation": [...],
+                       "size_classes": [{"name": "tiny", "size": 436, "count": 11}, ...],
+                       "recommendations": ["..."], "stack_depth": 3, "exact_sizes": true,
+                       "peak_snapshot_bytes": 31493807}
         }
       },
       "gate": null | {"baseline": "<path>", "failed": false,
@@ -24,6 +34,13 @@ Schema 1 (a new key may appear in a minor release; a changed meaning bumps ``sch
     }
 
 Figures are integers in bytes (``fds_gained``: a count); figures not measured are left out.
+
+``analysis`` (added in schema 1; only for a test flagged ``over_limit``, ``leak`` or
+``regression`` that could be re-run once more): ``AllocationAnalysis.as_dict()`` of that
+run, at most five entries per list, ``size_classes`` all five; ``peak_sites`` are what was
+held (above the start) in the snapshot nearest the peak, taken when the traced heap was
+``peak_snapshot_bytes`` above the start. Sizes in bytes (``*_sites`` and groups: signed
+growth), ``where`` innermost frame first. docs/allocation-analysis.md has every field.
 """
 
 from __future__ import annotations
@@ -88,6 +105,8 @@ def render_json(
                 "sites": [{"where": s.where, "bytes_per_run": s.size, "count_per_run": s.count} for s in leak.sites],
                 "note": leak.note,
             }
+        if record.analysis is not None:
+            entry["analysis"] = record.analysis.as_dict()
         tests[record.nodeid] = entry
     gate_data = None
     if gate is not None:

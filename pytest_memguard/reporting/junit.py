@@ -19,6 +19,8 @@ problem is one ``<failure>`` whose message reads on its own::
 Failure types: ``memguard.over_limit`` (a limit breach), ``memguard.leak`` (a
 confirmed leak), ``memguard.regression`` (one per figure that regressed against the
 baseline). The suite's ``failures`` counts failed tests, not ``<failure>`` elements.
+A test with an allocation analysis carries it twice: as the ``memguard_analysis``
+property (compact JSON, as on the report) and as readable ``<system-out>`` text.
 Characters XML 1.0 forbids are shown as ``#xNN`` (as pytest does), so the file
 always parses.
 """
@@ -87,6 +89,8 @@ def _testcase(record: MemoryRecord) -> tuple[TestCase, bool]:
     failures = [_failure(kind, message, text) for kind, message, text in _failures(record)]
     if failures:
         case.result = [*failures]
+    if record.analysis is not None:
+        case.system_out = xml_safe(record.analysis.to_text())
     return case, bool(failures)
 
 

@@ -3,7 +3,8 @@
 No pytest here. The first line is the verdict; then, each only when it has rows:
 regressions, confirmed leaks, tests over their limit, the heaviest tests by peak RSS
 (with a mermaid bar chart), improvements, new tests, baseline tests that did not
-run, the environment note, and per-test ``<details>`` blocks.
+run, the environment note, and per-test ``<details>`` blocks (leaks, tests with an
+allocation analysis, then the heaviest; an analysis is shown in its test's block).
 
 Every piece of text that comes from a test (ids, parameters, messages, allocation
 sites) goes through :mod:`.escape`. However large the suite, the report stays
@@ -21,6 +22,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 from tabulate import tabulate
 
+from ..allocation_analyzer import AllocationAnalysis, SiteStat
 from ..baseline import Finding
 from ..gate import GateResult
 from ..record import MemoryRecord, Verdict
@@ -48,6 +50,7 @@ class _Report:
     regressed_tests: int
     improvements: list[tuple[MemoryRecord, Finding]]
     leaks: list[MemoryRecord]
+    analysed: list[MemoryRecord]
     over_limit: list[MemoryRecord]
     heaviest: list[MemoryRecord]
     show_heap: bool
@@ -72,6 +75,7 @@ def _collect(records: Sequence[MemoryRecord], gate: Optional[GateResult], top: i
         regressed_tests=len(regressed),
         improvements=sorted(improvements, key=lambda p: (p[1].change, p[0].nodeid, p[1].figure)),
         leaks=sorted(leaks, key=lambda r: (-r.leak.bytes_per_run if r.leak else 0, r.nodeid)),
+        analysed=sorted((r for r in records if r.analysis is not None), key=lambda r: (r.verdict, r.nodeid)),
         over_limit=sorted((r for r in records if r.verdict == Verdict.OVER_LIMIT), key=lambda r: r.nodeid),
         # Ties broken by node id so the report is the same with and without xdist.
         heaviest=sorted(records, key=lambda r: (-r.measurement.rss_peak, r.nodeid))[: max(top, 0)],
@@ -239,8 +243,47 @@ def _others(report: _Report, rows: int) -> list[str]:
     return parts
 
 
+def _site_rows(sites: Sequence[SiteStat]) -> list[Row]:
+    return [
+        [
+            markdown_code(shorten(s.where, 160)),
+            format_size(s.size, signed=True),
+            f"{s.count:+,}",
+            format_size(s.average),
+        ]
+        for s in sites
+    ]
+
+
+def _analysis(analysis: AllocationAnalysis) -> list[str]:
+    """Where the test's bytes went, from one more run under tracemalloc (paths and advice escaped)."""
+    figures = [
+        f"retained {format_size(analysis.retained_bytes, signed=True)} in {analysis.retained_blocks:+,} blocks",
+        f"allocated {format_size(analysis.allocated_bytes)}, freed {format_size(analysis.freed_bytes)}",
+    ]
+    if analysis.peak_bytes is not None:
+        figures.append(f"peak {format_size(analysis.peak_bytes)}")
+    figures.append(f"efficiency {analysis.efficiency:.2f}")
+    parts = [f"**Allocation analysis** (one more run under tracemalloc): {'; '.join(figures)}"]
+    align = ["left", "right", "right", "right"]
+    if analysis.peak_sites and analysis.peak_snapshot_bytes is not None:
+        parts.append(f"Held near the peak (snapshot at {format_size(analysis.peak_snapshot_bytes)}):")
+        parts.append(_table(["peak site", "size", "blocks", "average"], _site_rows(analysis.peak_sites), align))
+    if analysis.top_by_size:
+        parts.append(_table(["kept at", "size", "blocks", "average"], _site_rows(analysis.top_by_size), align))
+    grown = [f"{c.name} {c.count:,} ({format_size(c.size)})" for c in analysis.size_classes if c.count]
+    if grown:
+        parts.append("Blocks gained: " + ", ".join(grown))
+    if analysis.by_component:
+        packages = [f"{markdown_code(g.name)} {format_size(g.size, signed=True)}" for g in analysis.by_component]
+        parts.append("By package: " + ", ".join(packages))
+    if analysis.recommendations:  # as code: they quote paths, which may hold an @mention
+        parts.append("\n".join(f"- {markdown_code(shorten(text, 300))}" for text in analysis.recommendations))
+    return parts
+
+
 def _details(record: MemoryRecord) -> str:
-    """One test, folded: every figure, what moved against the baseline, the limit breach, leak sites."""
+    """One test, folded: every figure, what moved against the baseline, the limit breach, leak sites, analysis."""
     moved = {f.figure: f for f in record.findings}
     rows = []
     for figure, value in record.measurement._asdict().items():
@@ -269,6 +312,8 @@ def _details(record: MemoryRecord) -> str:
         if leak.sites:
             sites = [[markdown_code(shorten(s.where, 120)), format_size(s.size), f"{s.count:,}"] for s in leak.sites]
             body.append(_table(["allocated at", "bytes/run", "blocks/run"], sites, ["left", "right", "right"]))
+    if record.analysis is not None:
+        body += _analysis(record.analysis)
     return f"<details><summary>{summary}</summary>\n\n" + "\n\n".join(body) + "\n\n</details>"
 
 
@@ -283,7 +328,10 @@ def _render(report: _Report, rows: int, baseline: Optional[Path]) -> str:
     hint = "Refresh the baseline with `pytest --memguard --memguard-update-baseline` to keep them."
     parts += _findings("Improvements", report.improvements, rows, hint)
     parts += _others(report, rows)
-    detailed = report.leaks[:rows] + [r for r in report.heaviest[:rows] if r not in report.leaks[:rows]]
+    detailed: list[MemoryRecord] = []
+    for record in report.leaks[:rows] + report.analysed[:rows] + report.heaviest[:rows]:
+        if all(record is not shown for shown in detailed):
+            detailed.append(record)
     if detailed:
         parts += ["### Per-test details", *(_details(record) for record in detailed)]
     return "\n\n".join(parts) + "\n"

@@ -43,6 +43,13 @@ def _table(records: Sequence[MemoryRecord], columns: list[tuple[str, Callable[[M
     return tabulate(rows, headers=[name for name, _ in columns], colalign=align, disable_numparse=True)
 
 
+def _analysis_lines(record: MemoryRecord) -> list[str]:
+    """Where the test's bytes went, under its line: three sites per table (the JSON report has five)."""
+    if record.analysis is None:
+        return []
+    return [f"      {line}" for line in record.analysis.to_text(sites=3).splitlines()]
+
+
 def _top(records: Iterable[MemoryRecord], key: Callable[[MemoryRecord], int], count: int) -> list[MemoryRecord]:
     # Ties broken by node id so the table is the same with and without xdist.
     return sorted(records, key=lambda r: (-key(r), r.nodeid))[:count]
@@ -71,7 +78,9 @@ def render_summary(records: Sequence[MemoryRecord], *, top: int, brief: bool, no
         lines.append(_table(_top(records, lambda r: r.measurement.rss_retained, top), columns))
     if over:
         lines += ["", "Over limit:"]
-        lines += [f"  {r.nodeid}: {r.message}" for r in sorted(over, key=lambda r: r.nodeid)]
+        for record in sorted(over, key=lambda r: r.nodeid):
+            lines.append(f"  {record.nodeid}: {record.message}")
+            lines += [] if brief else _analysis_lines(record)
     if leaks:
         lines += ["", "Leaks (confirmed by re-running the test):"]
         for record in sorted(leaks, key=lambda r: r.nodeid):
@@ -82,6 +91,8 @@ def render_summary(records: Sequence[MemoryRecord], *, top: int, brief: bool, no
                 lines += [
                     f"      {format_size(site.size)}/run, {site.count}/run at {site.where}" for site in leak.sites
                 ]
+                # Over its limit too: its analysis is under its breach line already.
+                lines += _analysis_lines(record) if record.verdict == Verdict.LEAK else []
     if suspects:
         pressure = session_pressure([r.leak.pressure for r in suspects if r.leak is not None])
         lines.append(
@@ -156,6 +167,9 @@ def render_gate(result: GateResult, *, baseline: Path, gate: str, update: bool, 
         lines.append(f"memguard gate: passed, no regression against {baseline}")
     if result.regressions and not brief:
         lines += ["", "Regressions (re-measured before they count):", _findings_table(result.regressions)]
+        # Over their limit or leaking too: their analysis is in the summary above already.
+        for record in (r for r in result.regressions if r.verdict == Verdict.REGRESSION and r.analysis):
+            lines += [f"  {record.nodeid}:", *_analysis_lines(record)]
     elif result.regressions:
         lines += [f"  {record.nodeid}: {record.message}" for record in result.regressions]
     if result.improvements and not brief:
