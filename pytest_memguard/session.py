@@ -18,7 +18,7 @@ from _pytest.runner import runtestprotocol  # the one private import: owning the
 from . import __version__
 from .baseline import BaselineError, Finding, write_atomic
 from .gate import BaselineGate, GateResult, lowest, verdict_for
-from .leak_check import confirm_leak, measured_rerun, unchecked
+from .leak_check import RERUN_COSTS_MORE_S, confirm_leak, measured_rerun, unchecked
 from .leak_detector import SCREENING, LeakReport
 from .limits import HEAP_KEYS, RETAINED_KEYS, Limit, LimitError, check_limits, merge_limits, parse_limits
 from .record import MemoryRecord, Verdict
@@ -231,7 +231,7 @@ class MemguardSession:
         # A test whose reports reach the terminal by themselves (subtests) cannot be
         # re-run unseen: it is measured once and neither leak-confirmed nor re-measured.
         passed = all(report.passed for report in reports) and not self._reported_while_running
-        leak = self._check_leak(item, nextitem, plan, start, measurement, growth) if passed else None
+        leak = self._check_leak(item, nextitem, plan, start, measurement, growth, reports) if passed else None
         measurement, findings = self._compare(item, nextitem, plan, measurement, rerun=passed)
         failures = [breach.message() for breach in breaches]
         verdict = Verdict.OVER_LIMIT if breaches else verdict_for(findings, self._in_baseline(item.nodeid))
@@ -272,6 +272,7 @@ class MemguardSession:
         start: Start,
         measurement: Measurement,
         growth: Growth,
+        reports: list[pytest.TestReport],
     ) -> Optional[LeakReport]:
         """Screen cheaply; re-run only a suspect to confirm (or clear) it."""
         if plan.leaks == "off" or not self.can_rerun:
@@ -284,12 +285,15 @@ class MemguardSession:
         )
         if not by_bytes and growth.blocks < SCREENING.blocks:
             return None
+        # A suspect by blocks alone is often garbage the collector has not reached: one full
+        # collection settles that, unless re-running the test costs less than the collection.
+        slow = sum(report.duration for report in reports) >= RERUN_COSTS_MORE_S
         try:
             return confirm_leak(
                 item,
                 nextitem,
                 self.tracker,
-                settle_blocks=None if by_bytes else start.blocks,
+                settle_blocks=start.blocks if not by_bytes and slow else None,
                 max_steps=self.settings.leak_runs,
                 first_run_rss=measurement.rss_retained,
             )

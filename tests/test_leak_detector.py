@@ -139,4 +139,8 @@ def test_quiet_samples_need_no_closer_look() -> None:
     # a re-run's own handful of blocks (warnings registry, caches) is not growth
     assert quiet(samples([0], block_steps=[6]))
     assert not quiet(samples([0, 0], block_steps=[0, 16]))
+    # RSS alone is allocator noise next to glibc's byte count; without that count it counts
+    assert quiet(samples([0], rss_steps=[MIB]))
+    no_malloc = [sample._replace(malloc=None) for sample in samples([0], rss_steps=[MIB])]
+    assert not quiet(no_malloc)
     assert not quiet(samples([0, 0], malloc_steps=[8192, 0]))

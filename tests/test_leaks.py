@@ -109,32 +109,44 @@ def test_a_test_that_cannot_be_repeated_is_reported_not_rerun_silently(pytester:
     assert tests["test_only_once"]["verdict"] == "ok"
 
 
-def test_garbage_waiting_for_the_collector_is_settled_without_a_rerun(pytester: pytest.Pytester) -> None:
+GARBAGE = """
+import gc, time
+RUNS = []
+
+class Node:
+    def __init__(self):
+        self.me = self
+
+def make_garbage():
+    RUNS.append(1)
+    nodes = [Node() for _ in range(5000)]
+    gc.collect()  # they survive a collection: now in the oldest generation, as in a long test
+    del nodes  # unreachable cycles that only a full collection frees
+
+def test_slow_garbage():
+    make_garbage()
+    time.sleep(0.05)  # re-running costs more than one collection
+
+def test_fast_garbage():
+    make_garbage()
+
+def test_runs():
+    assert len(RUNS) == 3, RUNS
+"""
+
+
+def test_garbage_waiting_for_the_collector_is_cleared_the_cheaper_way(pytester: pytest.Pytester) -> None:
     # Thousands of objects in reference cycles, unreachable when the test ends: the block
-    # count says "suspect" until the cycle collector runs; no re-run should be paid for it.
-    pytester.makepyfile(
-        test_cycles="""
-        import gc
-        RUNS = []
-
-        class Node:
-            def __init__(self):
-                self.me = self
-
-        def test_makes_garbage():
-            RUNS.append(1)
-            nodes = [Node() for _ in range(5000)]
-            gc.collect()  # they survive a collection: now in the oldest generation, as in a long test
-            del nodes  # unreachable cycles that only a full collection frees
-
-        def test_ran_once():
-            assert RUNS == [1]
-        """
-    )
+    # count says "suspect" until the cycle collector runs. A slow test is settled by one
+    # collection (no re-run); a fast one by one re-run with the collector frozen.
+    pytester.makepyfile(test_cycles=GARBAGE)
     result, tests = verdicts(pytester, "-p", "no:randomly")
-    result.assert_outcomes(passed=2)
-    assert "leak" not in tests["test_makes_garbage"]
-    result.stdout.no_fnmatch_line("*leak screening*")
+    result.assert_outcomes(passed=3)
+    assert "leak" not in tests["test_slow_garbage"]
+    leak = tests["test_fast_garbage"]["leak"]
+    assert isinstance(leak, dict)
+    assert (leak["confirmed"], leak["runs"]) == (False, 2)
+    result.stdout.fnmatch_lines(["leak screening: 1 suspect(s) re-run to confirm, 0 confirmed*"])
 
 
 def test_reruns_leave_the_cycle_collector_as_they_found_it(pytester: pytest.Pytester) -> None:
