@@ -193,42 +193,55 @@ def confirm_leak(
     untraced re-run that changes nothing clears the suspect (its imports and first-call
     caches were made by the first run). Only one that keeps moving is re-run under
     tracemalloc (several times slower), which also names the sites that grew."""
+    already_tracing = tracemalloc.is_tracing()
     quick = _Sampling(item, nextitem, tracker)
     if settle_blocks is not None:
         quick.sample(0)  # a full collection
         if quick.samples[0].blocks - settle_blocks < SCREENING.blocks:
             return None
-    # Everything alive now is frozen out of the cycle collector until the re-runs are done:
-    # each sample's collection then walks only what the re-runs made (~0.1 ms, not ~20 ms).
-    # Garbage frozen in stays put, the same in every sample, so it cancels out of the steps;
-    # frozen objects a re-run orphans stay too: that hides a decrease, not growth. Re-runs
-    # are hidden, so no run the user sees collects differently.
+    if not already_tracing:
+        cleared = _quick_look(quick)
+        if cleared is None:
+            return _unrepeatable(2)
+        if cleared:
+            return judge_runs(quick.samples, runs=2, first_run_rss=first_run_rss, traced=False)
+        tracemalloc.start(frames)
+    return _traced_runs(
+        item, nextitem, tracker, max_steps=max_steps, first_run_rss=first_run_rss, started=not already_tracing
+    )
+
+
+def _quick_look(quick: _Sampling) -> Optional[bool]:
+    """One untraced re-run: ``True`` nothing moved, ``False`` something did, ``None`` it failed.
+
+    Everything alive is frozen out of the cycle collector meanwhile, so the samples' collections
+    walk only what the re-run made (~0.1 ms, not ~20 ms). Garbage frozen in stays put, the same
+    in both samples, so it cancels out. Frozen, the collector behaves differently (what a re-run
+    orphans of the frozen objects stays, and re-runs under it showed growth that unfrozen ones
+    did not on more-itertools), so this look only ever clears a suspect: one that moved is
+    judged by unfrozen re-runs."""
     gc.freeze()
     try:
         if not quick.samples:
             quick.sample(0)
-        return _rerun(item, nextitem, tracker, quick, max_steps=max_steps, first_run_rss=first_run_rss, frames=frames)
+        if not quick.run():
+            return None
+        return quiet(quick.samples)  # samples: after the first run, after one re-run
     finally:
         gc.unfreeze()
 
 
-def _rerun(
+def _traced_runs(
     item: pytest.Item,
     nextitem: Optional[pytest.Item],
     tracker: Tracker,
-    quick: _Sampling,
     *,
     max_steps: int,
     first_run_rss: int,
-    frames: int,
+    started: bool,
 ) -> LeakReport:
-    already_tracing = tracemalloc.is_tracing()
-    if not already_tracing:
-        if not quick.run():
-            return _unrepeatable(2)
-        if quiet(quick.samples):  # samples: after the first run, after one re-run
-            return judge_runs(quick.samples, runs=2, first_run_rss=first_run_rss, traced=False)
-        tracemalloc.start(frames)
+    """Re-runs under tracemalloc (``started``: by us, just now) until :func:`decide` knows."""
+    already_tracing = not started
     done = 2 if not already_tracing else 1  # runs before the traced ones
     sampling = _Sampling(item, nextitem, tracker)
     try:
