@@ -40,6 +40,7 @@ MODES: Dict[str, Tuple[str, ...]] = {
     "memguard": ("--memguard",),  # the default mode: measuring, limits and leak screening
     "noleaks": ("--memguard", "--memguard-leaks=off"),
     "trace": ("--memguard", "--memguard-trace"),
+    "traceonly": ("--memguard", "--memguard-trace", "--memguard-leaks=off"),  # tracing without leak checks
     "xtracemalloc": (),  # no plugin flags, but tracemalloc on from the start: tracemalloc's own cost
     "unloaded": ("-p", "no:memguard"),  # the plugin not even loaded: what "installed but off" costs, inverted
 }

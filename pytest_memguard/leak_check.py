@@ -190,21 +190,21 @@ def confirm_leak(
     garbage older than the test, which would hide real growth in bytes.
 
     The state after the first run (collected, allocator trimmed) is the warm-up sample: one
-    untraced re-run that changes nothing clears the suspect (its imports and first-call
-    caches were made by the first run). Only one that keeps moving is re-run under
-    tracemalloc (several times slower), which also names the sites that grew."""
+    re-run that changes nothing clears the suspect (its imports and first-call caches were
+    made by the first run). Only one that keeps moving is re-run under tracemalloc (started
+    for them if it is off: several times slower), which also names the sites that grew."""
     already_tracing = tracemalloc.is_tracing()
     quick = _Sampling(item, nextitem, tracker)
     if settle_blocks is not None:
         quick.sample(0)  # a full collection
         if quick.samples[0].blocks - settle_blocks < SCREENING.blocks:
             return None
+    cleared = _quick_look(quick)
+    if cleared is None:
+        return _unrepeatable(2)
+    if cleared:
+        return judge_runs(quick.samples, runs=2, first_run_rss=first_run_rss, traced=already_tracing)
     if not already_tracing:
-        cleared = _quick_look(quick)
-        if cleared is None:
-            return _unrepeatable(2)
-        if cleared:
-            return judge_runs(quick.samples, runs=2, first_run_rss=first_run_rss, traced=False)
         tracemalloc.start(frames)
     return _traced_runs(
         item, nextitem, tracker, max_steps=max_steps, first_run_rss=first_run_rss, started=not already_tracing
@@ -212,7 +212,7 @@ def confirm_leak(
 
 
 def _quick_look(quick: _Sampling) -> Optional[bool]:
-    """One untraced re-run: ``True`` nothing moved, ``False`` something did, ``None`` it failed.
+    """One re-run: ``True`` nothing moved, ``False`` something did, ``None`` it failed.
 
     Everything alive is frozen out of the cycle collector meanwhile, so the samples' collections
     walk only what the re-run made (~0.1 ms, not ~20 ms). Garbage frozen in stays put, the same
@@ -242,7 +242,7 @@ def _traced_runs(
 ) -> LeakReport:
     """Re-runs under tracemalloc (``started``: by us, just now) until :func:`decide` knows."""
     already_tracing = not started
-    done = 2 if not already_tracing else 1  # runs before the traced ones
+    done = 2  # the first run and the quick look's re-run
     sampling = _Sampling(item, nextitem, tracker)
     try:
         for run in range(max_steps + 1):  # run 0 warms up: tracing starts, fixtures settle

@@ -179,11 +179,17 @@ def decide(samples: Sequence[RunSample], max_steps: int, *, heap_needs_witness: 
 
 #: below these in every step, a suspect holds still: no need to look closer
 #: (a re-run moves a handful of blocks on its own account: warnings registry, fixture caches)
-QUIET: dict[str, float] = {"malloc": 4 * KIB, "blocks": FLOORS["blocks"], "rss": 256 * KIB, "fds": 1}
+QUIET: dict[str, float] = {
+    "malloc": 4 * KIB,
+    "blocks": FLOORS["blocks"],
+    "rss": 256 * KIB,
+    "fds": 1,
+    "heap": FLOORS["heap"],  # when tracing
+}
 
 
 def quiet(samples: Sequence[RunSample]) -> bool:
-    """Nothing grew in any step by as much as :data:`QUIET` says (the heap is not consulted).
+    """Nothing grew in any step by as much as :data:`QUIET` says (the heap: when traced).
 
     RSS only counts where glibc's byte count is missing: next to it, RSS adds allocator
     noise (a pymalloc arena still holding one live object, pages not handed back), not
