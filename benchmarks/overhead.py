@@ -37,9 +37,11 @@ WORK = HERE / ".work"
 REPO = HERE.parent
 PYTEST = (sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:xdist", "-q")
 MODES: Dict[str, Tuple[str, ...]] = {
-    "memguard": ("--memguard",),  # the default mode: measuring, limits and leak screening
+    # Leaks are checked as by default, but a leak found (the tool working) must not stop the benchmark:
+    # warn costs the same as fail.
+    "memguard": ("--memguard", "--memguard-leaks=warn"),  # measuring, limits and leak screening
     "noleaks": ("--memguard", "--memguard-leaks=off"),
-    "trace": ("--memguard", "--memguard-trace"),
+    "trace": ("--memguard", "--memguard-trace", "--memguard-leaks=warn"),
     "traceonly": ("--memguard", "--memguard-trace", "--memguard-leaks=off"),  # tracing without leak checks
     "xtracemalloc": (),  # no plugin flags, but tracemalloc on from the start: tracemalloc's own cost
     "unloaded": ("-p", "no:memguard"),  # the plugin not even loaded: what "installed but off" costs, inverted
