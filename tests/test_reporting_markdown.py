@@ -83,13 +83,15 @@ def analysis_of(text: str) -> AllocationAnalysis:
         top_by_size=(site,),
         top_by_count=(site,),
         by_component=(GroupTotal(text, 4 * KIB, 30),),
-        by_operation=(GroupTotal(f"{text}.py", 4 * KIB, 30),),
+        by_operation=(GroupTotal(f"fixture {text}", 3 * KIB, 20), GroupTotal("<other>", KIB, 10)),
         size_classes=(GroupTotal("tiny", 436, 11), GroupTotal("huge", 0, 0)),
         recommendations=(f"one 30.0 MiB allocation at {text}.py:4", f"most retained memory (99%) comes from {text}"),
         stack_depth=2,
         exact_sizes=True,
         peak_sites=(site,),
         peak_snapshot_bytes=30 * MIB,
+        peak_by_operation=(GroupTotal(f"test_{text}", 30 * MIB, 2),),
+        operations_labelled=True,
     )
 
 
@@ -291,6 +293,8 @@ def test_an_analysed_test_gets_its_details_block_with_sites_and_advice() -> None
     assert cells(kept[0])[0] == "kept at"
     assert "Blocks gained: tiny 11 (436 B)" in block
     assert "By package: <code>app/io</code> +4.0 KiB" in block
+    assert "By operation near the peak: <code>test\\_app/io</code> +30.0 MiB" in block
+    assert "By operation: <code>fixture app/io</code> +3.0 KiB, <code>&lt;other&gt;</code> +1.0 KiB" in block
     assert (
         "- <code>one 30.0 MiB allocation at app/io.py:4</code>\n"
         "- <code>most retained memory (99%) comes from app/io</code>"
