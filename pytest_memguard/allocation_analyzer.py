@@ -8,8 +8,10 @@ not other ``malloc`` calls. Two snapshots cannot tell:
   nothing about blocks allocated and freed in between. ``memory_analysis(peak_sites=True)`` adds
   snapshots while the traced heap climbs (:class:`.peak_watch.PeakWatcher`) and names the sites
   of the highest one; ``analyze_snapshots`` alone gives *retained* sites only.
-* function names: tracemalloc records file and line only; ``operations`` maps files to labels,
-  and without it there are per-file totals.
+* function names: tracemalloc records file and line only; ``operations`` maps files or
+  ``file:line`` to labels (the plugin maps a test's function and fixtures), each change takes
+  the label of the innermost matching frame of its whole recorded traceback, and without a
+  mapping there are per-file totals.
 
 Frames of pytest, _pytest, pluggy, tracemalloc and this package never appear (see
 :func:`exclude_filters`). Cost: ``compare_to``/``filter_traces`` run Python per traced block
@@ -62,6 +64,9 @@ SIZE_CLASSES = (("tiny", 64), ("small", KIB), ("medium", 64 * KIB), ("large", MI
 _MANY_BLOCKS = 10_000  # one site keeping this many small blocks earns a recommendation
 _FRAGMENTATION_OK = 2.0  # RSS up to this multiple of the traced heap is normal for CPython
 _SITE_DIRS = ("site-packages", "dist-packages")
+# Frames recorded when memory_analysis starts tracing for an operations mapping: enough to reach
+# the test or fixture frame from inside a library it calls (sites still show stack_depth frames).
+_OPERATION_FRAMES = 16
 _T = TypeVar("_T")
 _Frames = tuple[tuple[str, int], ...]  # innermost frame first, as _tracemalloc stores them
 
@@ -212,8 +217,9 @@ def analyze_snapshots(
     ``peak_bytes``: the traced peak between the snapshots above the start (reported
     and scored as given). ``rss_bytes``: the process RSS at ``after``, for the
     fragmentation ratio. ``stack_depth``: frames per site (at most what tracemalloc
-    recorded). ``operations``: filename, short path or ``file:line`` → label; a site
-    takes the label of its innermost matching frame, others are ``<other>``.
+    recorded). ``operations``: filename, short path or ``file:line`` → label; each change
+    takes the label of the innermost matching frame of its whole recorded traceback (not only
+    the site's ``stack_depth`` frames), others are ``<other>``; ``by_operation`` sums changes.
     Cost: one pass over both snapshots' raw traces, then work proportional to what changed.
     """
     if top < 0 or stack_depth < 1:
@@ -252,7 +258,20 @@ def analyze_snapshots(
         return " <- ".join(f"{file_info(name)[2]}:{line}" for name, line in frames)
 
     labels = operations or {}
+    operation_of: dict[_Frames, str] = {}
+
+    def label_of(traceback: _Frames, frames: _Frames) -> str:
+        """The operation of one change: from all its recorded frames, so a library call counts for its caller."""
+        if traceback not in operation_of:
+            found = file_info(frames[0][0])[2]  # no mapping: per file, as the site shows it
+            if operations is not None:
+                keys = (key for name, line in traceback for key in _names(name, line, file_info))
+                found = next((labels[key] for key in keys if key in labels), OTHER)
+            operation_of[traceback] = found
+        return operation_of[traceback]
+
     sites: defaultdict[_Frames, list[int]] = defaultdict(lambda: [0, 0])
+    by_operation: defaultdict[str, list[int]] = defaultdict(lambda: [0, 0])
     classes = [[0, 0] for _ in SIZE_CLASSES]
     allocated, freed = [0, 0], [0, 0]
     huge: list[tuple[float, int, str]] = []  # block size, blocks, where
@@ -260,9 +279,9 @@ def analyze_snapshots(
         frames = frames_of(change.traceback)
         if frames is None:
             continue
-        site = sites[frames]
-        site[0] += change.size
-        site[1] += change.blocks
+        for totals in (sites[frames], by_operation[label_of(change.traceback, frames)]):
+            totals[0] += change.size
+            totals[1] += change.blocks
         if change.blocks > 0:
             allocated[0] += change.size
             allocated[1] += change.blocks
@@ -277,17 +296,12 @@ def analyze_snapshots(
             freed[1] -= change.blocks
     stats: list[SiteStat] = []
     by_component: defaultdict[str, list[int]] = defaultdict(lambda: [0, 0])
-    by_operation: defaultdict[str, list[int]] = defaultdict(lambda: [0, 0])
     for frames, (size, count) in sites.items():
         filename, lineno = frames[0]
-        _, component, short = file_info(filename)
+        component = file_info(filename)[1]
         stats.append(SiteStat(where_of(frames), filename, lineno, component, size, count))
-        label = short
-        if operations is not None:
-            label = next((labels[k] for n, line in frames for k in _names(n, line, file_info) if k in labels), OTHER)
-        for totals, key in ((by_component, component), (by_operation, label)):
-            totals[key][0] += size
-            totals[key][1] += count
+        by_component[component][0] += size
+        by_component[component][1] += count
     retained = sum(s.size for s in stats)
     fragmentation = rss_bytes / traced if rss_bytes is not None and traced > 0 else None
     by_size = sorted((s for s in stats if s.size > 0), key=lambda s: (-s.size, s.where))
@@ -311,6 +325,7 @@ def analyze_snapshots(
         recommendations=(),
         stack_depth=stack_depth,
         exact_sizes=exact,
+        operations_labelled=operations is not None,
     )
     return _with_recommendations(analysis, by_size, huge)
 
@@ -352,8 +367,10 @@ class MemoryAnalysis:
     """The context manager :func:`memory_analysis` returns; ``result`` is set when the block ends.
 
     Starts tracemalloc with ``stack_depth`` frames if it is off and stops it afterwards,
-    restoring the previous traceback limit. If tracing is already on, its traceback
-    limit stays (sites then have at most that many frames). ``tracemalloc.reset_peak``
+    restoring the previous traceback limit; with a non-empty ``operations`` mapping it
+    records at least 16 frames, so an allocation deep in a library still finds its caller's
+    label (sites still show ``stack_depth`` frames). If tracing is already on, its traceback
+    limit stays (sites and labels then see at most that many frames). ``tracemalloc.reset_peak``
     is called at the start, so an enclosing measurement of the traced peak (such as
     ``--memguard-trace``'s heap peak) only sees the peak from this block on. RSS (and
     so ``fragmentation``) is only read when tracing was already on: a heap traced for
@@ -379,7 +396,7 @@ class MemoryAnalysis:
     def __enter__(self) -> MemoryAnalysis:
         self._was_tracing, self._limit = tracemalloc.is_tracing(), tracemalloc.get_traceback_limit()
         if not self._was_tracing:
-            tracemalloc.start(self.stack_depth)
+            tracemalloc.start(max(self.stack_depth, _OPERATION_FRAMES) if self.operations else self.stack_depth)
         self._before = tracemalloc.take_snapshot()
         tracemalloc.reset_peak()
         self._start = tracemalloc.get_traced_memory()[0]
@@ -400,11 +417,18 @@ class MemoryAnalysis:
             after = tracemalloc.take_snapshot()
             assert self._before is not None, "__exit__ without __enter__"
             peak_sites: tuple[SiteStat, ...] = ()
+            peak_by_operation: tuple[GroupTotal, ...] = ()
             if watcher is not None and watcher.snapshot is not None:
                 near_peak = analyze_snapshots(
-                    self._before, watcher.snapshot, top=self.top, stack_depth=self.stack_depth
+                    self._before,
+                    watcher.snapshot,
+                    top=self.top,
+                    stack_depth=self.stack_depth,
+                    operations=self.operations,
                 )
                 peak_sites = near_peak.top_by_size
+                # A peak breach is mostly memory freed by the end: the operations that held it then.
+                peak_by_operation = near_peak.by_operation if self.operations is not None else ()
                 watcher.snapshot = None
             result = analyze_snapshots(
                 self._before,
@@ -416,7 +440,9 @@ class MemoryAnalysis:
                 operations=self.operations,
             )
             at = watcher.level - self._start if peak_sites and watcher is not None else None
-            self.result = replace(result, peak_sites=peak_sites, peak_snapshot_bytes=at)
+            self.result = replace(
+                result, peak_sites=peak_sites, peak_snapshot_bytes=at, peak_by_operation=peak_by_operation
+            )
         finally:
             self._before = None
             if not self._was_tracing:

@@ -50,7 +50,8 @@ class AllocationAnalysis:
     ``rss_bytes / traced_bytes``. RSS also holds the interpreter, C extensions and
     the allocators' free lists and arenas, so a high ratio is not proof of fragmentation,
     and it only means something when tracing started with the process (``-X tracemalloc``).
-    ``by_operation``: per ``operations`` label, or per file when no mapping was given.
+    ``by_operation``: per ``operations`` label (``operations_labelled``), or per file when no
+    mapping was given; ``peak_by_operation``: per label in the snapshot nearest the peak (below).
     ``size_classes``: blocks gained per :data:`SIZE_CLASSES` class, every class listed;
     ``exact_sizes``: counted per block (else from each site's average block size).
     ``peak_sites``: what the sites held (above *before*) in the snapshot taken nearest the peak,
@@ -79,6 +80,8 @@ class AllocationAnalysis:
     exact_sizes: bool
     peak_sites: tuple[SiteStat, ...] = ()
     peak_snapshot_bytes: Optional[int] = None
+    peak_by_operation: tuple[GroupTotal, ...] = ()
+    operations_labelled: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: basic types only (each site also gets its ``average``, which :meth:`from_dict` ignores)."""
@@ -97,6 +100,7 @@ class AllocationAnalysis:
             by_component=self.by_component[:top],
             by_operation=self.by_operation[:top],
             peak_sites=self.peak_sites[:top],
+            peak_by_operation=self.peak_by_operation[:top],
         )
 
     def to_json(self) -> str:
@@ -134,6 +138,9 @@ class AllocationAnalysis:
             exact_sizes=_typed(data, "exact_sizes", bool),
             peak_sites=_sites(data, "peak_sites") if "peak_sites" in data else (),
             peak_snapshot_bytes=_typed(data, "peak_snapshot_bytes", int, optional=True),
+            # Both newer than the rest: an analysis written before them has none.
+            peak_by_operation=_groups(data, "peak_by_operation") if "peak_by_operation" in data else (),
+            operations_labelled=bool(_typed(data, "operations_labelled", bool, optional=True)),
         )
 
     @classmethod
@@ -164,14 +171,22 @@ class AllocationAnalysis:
         grown = [f"{c.name} {c.count:,} ({format_size(c.size)})" for c in self.size_classes if c.count]
         if grown:
             lines.append("blocks gained: " + ", ".join(grown))
-        shares = [f"{g.name} {format_size(g.size, signed=True)}" for g in self.by_component]
-        if shares:
-            lines.append("by package: " + ", ".join(shares))
+        if self.by_component:
+            lines.append("by package: " + _shares(self.by_component))
+        if self.operations_labelled:  # per-file totals (no mapping) would only repeat the sites
+            if self.peak_by_operation:
+                lines.append("by operation near the peak: " + _shares(self.peak_by_operation))
+            if self.by_operation:
+                lines.append("by operation: " + _shares(self.by_operation))
         lines += [f"- {text}" for text in self.recommendations]
         return "\n".join(lines)
 
 
 _SITE_LISTS = ("top_by_size", "top_by_count", "peak_sites")
+
+
+def _shares(groups: Sequence[GroupTotal]) -> str:
+    return ", ".join(f"{g.name} {format_size(g.size, signed=True)}" for g in groups)
 
 
 def _site_table(sites: Sequence[SiteStat], title: str) -> str:

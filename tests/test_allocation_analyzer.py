@@ -10,7 +10,7 @@ import re
 import sys
 import tracemalloc
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pluggy
 import pytest
@@ -30,6 +30,7 @@ from pytest_memguard.allocation_analyzer import (
     memory_analysis,
 )
 
+KIB = 1024
 MIB = 1024**2
 HERE = os.path.basename(__file__)
 # How sites name this file: relative to the longest sys.path entry holding it (tests/ under pytest's prepend mode).
@@ -341,6 +342,115 @@ def test_operations_label_sites_else_per_file() -> None:
     assert len(kept[0]) == 1000
 
 
+LIBRARY = """
+def build(n, size):
+    return [bytes(size) for _ in range(n)]  # line 3: the only allocating line
+"""
+CALLERS = """
+def test_uses_library(build):
+    return build(2000, 100)  # line 3
+
+
+def big(build):
+    return build(6000, 100)  # line 7
+"""
+
+
+def functions_in(source: str, filename: str, namespace: dict[str, Any]) -> None:
+    """Define ``source``'s functions as if they lived in ``filename`` (tracemalloc records that name)."""
+    exec(compile(source, filename, "exec"), namespace)
+
+
+def test_operations_count_a_library_allocation_for_its_caller(tracing_off: None) -> None:
+    library: dict[str, Any] = {}
+    callers: dict[str, Any] = {}
+    functions_in(LIBRARY, "lib/library.py", library)
+    functions_in(CALLERS, "tests/test_caller.py", callers)
+    # As the plugin builds it: file:line of every line of the test function and of the fixture.
+    operations = {f"tests/test_caller.py:{line}": "test_uses_library" for line in (2, 3)}
+    operations.update({f"tests/test_caller.py:{line}": "fixture big" for line in (6, 7)})
+    with memory_analysis(stack_depth=1, operations=operations) as measured:
+        limit = tracemalloc.get_traceback_limit()
+        kept = callers["test_uses_library"](library["build"]), callers["big"](library["build"])
+        kept += (keep_small_blocks(500, 100),)  # in this file: no label
+    result = measured.result
+    assert result is not None
+    assert limit == 16  # traced deep enough to reach the caller from inside the library
+    assert not tracemalloc.is_tracing()  # and its limit restored (the autouse fixture checks)
+    # Sites keep stack_depth=1 frames: one site for both callers, inside the library.
+    assert result.stack_depth == 1
+    site = result.top_by_size[0]
+    assert (site.where, site.count >= 8000) == ("lib/library.py:3", True)
+    # Totals per change, not per site: the one site is split between its two callers.
+    totals = {group.name: group for group in result.by_operation}
+    assert [group.name for group in result.by_operation][:2] == ["fixture big", "test_uses_library"]
+    assert 6000 <= totals["fixture big"].count < 6100
+    assert 2000 <= totals["test_uses_library"].count < 2100
+    assert totals["fixture big"].size >= 6000 * 133
+    assert totals[OTHER].count >= 500
+    assert result.operations_labelled
+    text = result.to_text()
+    assert re.search(r"^by operation: fixture big \+[\d.]+ KiB, test_uses_library \+[\d.]+ KiB, <other> \+", text, re.M)
+    assert len(kept) == 3
+
+
+def test_operations_near_the_peak_name_who_held_memory_freed_by_the_end(tracing_off: None) -> None:
+    library: dict[str, Any] = {}
+    callers: dict[str, Any] = {}
+    functions_in(LIBRARY, "lib/library.py", library)
+    functions_in(CALLERS, "tests/test_caller.py", callers)
+    operations = {"tests/test_caller.py:3": "test_uses_library", "tests/test_caller.py:7": "fixture big"}
+    with memory_analysis(operations=operations, peak_sites=True) as measured:
+        held = callers["big"](library["build"]), callers["test_uses_library"](library["build"])
+        count = sum(map(len, held))
+        del held  # nothing kept: only the peak knows who held it
+    result = measured.result
+    assert result is not None
+    peak = {group.name: group.count for group in result.peak_by_operation}
+    assert [group.name for group in result.peak_by_operation][:2] == ["fixture big", "test_uses_library"]
+    assert (peak["fixture big"] >= 6000, peak["test_uses_library"] >= 2000) == (True, True)
+    kept = {group.name: group.size for group in result.by_operation}  # a first call's caches at most
+    assert (kept.get("fixture big", 0) < KIB, kept.get("test_uses_library", 0) < KIB) == (True, True)
+    assert "by operation near the peak: fixture big +" in result.to_text()
+    assert AllocationAnalysis.from_json(result.to_json()) == result
+    # An analysis written before these fields existed still reads, without them.
+    old = {k: v for k, v in result.as_dict().items() if k not in ("peak_by_operation", "operations_labelled")}
+    assert AllocationAnalysis.from_dict(old) == dataclasses.replace(
+        result, peak_by_operation=(), operations_labelled=False
+    )
+    assert count == 8000
+
+
+def test_operations_see_only_the_frames_that_were_recorded() -> None:
+    library: dict[str, Any] = {}
+    callers: dict[str, Any] = {}
+    functions_in(LIBRARY, "lib/library.py", library)
+    functions_in(CALLERS, "tests/test_caller.py", callers)
+    operations = {"tests/test_caller.py:3": "test_uses_library"}
+    with tracing(1):  # tracing already on, one frame: the limit stays, so the caller is out of sight
+        if tracemalloc.get_traceback_limit() != 1:
+            pytest.skip("tracemalloc already runs with more than one frame")
+        with memory_analysis(operations=operations) as measured:
+            assert tracemalloc.get_traceback_limit() == 1
+            kept = callers["test_uses_library"](library["build"])
+    assert measured.result is not None
+    assert measured.result.by_operation[0].name == OTHER
+    assert "test_uses_library" not in {group.name for group in measured.result.by_operation}
+    assert len(kept) == 2000
+
+
+def test_without_operations_the_text_has_no_operation_line_and_tracing_keeps_stack_depth(tracing_off: None) -> None:
+    with memory_analysis(stack_depth=2) as measured:
+        limit = tracemalloc.get_traceback_limit()
+        kept = keep_small_blocks(1000, 100)
+    assert measured.result is not None
+    assert limit == 2
+    assert not measured.result.operations_labelled
+    assert any(group.name.endswith(HERE) for group in measured.result.by_operation)  # per file, as before
+    assert "by operation" not in measured.result.to_text()
+    assert len(kept) == 1000
+
+
 def test_context_manager_and_analyze_restore_a_running_tracemalloc() -> None:
     with tracing(7):
         limit = tracemalloc.get_traceback_limit()
@@ -463,6 +573,8 @@ def test_json_round_trip_is_exact() -> None:
         (lambda d: d["size_classes"][0].update(name=None), "'name' must be str"),
         (lambda d: d.update(recommendations=[1]), "'recommendations' must be a list of strings"),
         (lambda d: d.update(efficiency="high"), "'efficiency' must be float"),
+        (lambda d: d.update(operations_labelled="yes"), "'operations_labelled' must be bool"),
+        (lambda d: d.update(peak_by_operation=[{"name": "x"}]), "'size' must be int"),
     ],
 )
 def test_a_corrupt_analysis_is_a_value_error_naming_the_field(edit, message: str) -> None:

@@ -266,6 +266,127 @@ def test_a_leak_and_a_regression_are_explained_under_their_lines(pytester: pytes
     )
 
 
+# A library the test and its fixture call: sites are in it, operations are its callers.
+HELPERS = """
+def build(mib):
+    return bytearray(mib * 1024 * 1024)  # BUILD
+"""
+
+OPERATIONS = """
+import functools
+
+import pytest
+from helpers import build
+
+CACHE = []  # what each operation keeps after teardown
+
+
+@pytest.fixture
+def big():
+    data = build(24)
+    CACHE.append(build(2))
+    yield data
+
+
+@pytest.mark.memguard(peak="5 MiB")
+def test_uses_big(big):
+    block = build(8)
+    CACHE.append(build(1))
+    assert len(big) + len(block) == 32 * 1024 * 1024
+
+
+class TestGroup:
+    @pytest.mark.memguard(peak="5 MiB")
+    def test_in_class(self):
+        assert len(build(12)) == 12 * 1024 * 1024
+
+
+def logged(function):
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        return function(*args, **kwargs)
+    return wrapper
+
+
+@pytest.mark.memguard(peak="5 MiB")
+@logged
+def test_decorated():
+    assert len(build(12)) == 12 * 1024 * 1024
+"""
+
+
+def operation_totals(analysis: dict[str, Any], key: str) -> dict[str, int]:
+    return {group["name"]: group["size"] for group in analysis[key]}
+
+
+def test_bytes_are_totalled_per_test_function_and_fixture(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(helpers=HELPERS)
+    path = pytester.makepyfile(test_ops=OPERATIONS)
+    build = f"helpers.py:{line_of(path.parent / 'helpers.py', 'BUILD')}"
+    result, tests = run(pytester, "--memguard-leaks=off", "--memguard-markdown=r.md")
+    result.assert_outcomes(failed=3)
+
+    analysis = tests["test_uses_big"]["analysis"]
+    assert analysis["operations_labelled"]
+    assert sites(analysis, "peak_sites")[0] == build  # one frame per site: the library line
+    # Near the peak: the fixture's 24 + 2 MiB before the test body's 8 MiB (and its 1 MiB, maybe).
+    peak = operation_totals(analysis, "peak_by_operation")
+    assert [group["name"] for group in analysis["peak_by_operation"]][:2] == ["fixture big", "test_uses_big"]
+    assert peak["fixture big"] >= 26 * MIB
+    assert 8 * MIB <= peak["test_uses_big"] < 10 * MIB
+    # Kept after teardown: the fixture's 2 MiB, the test body's 1 MiB, the rest is small.
+    kept = operation_totals(analysis, "by_operation")
+    assert [group["name"] for group in analysis["by_operation"]][:2] == ["fixture big", "test_uses_big"]
+    assert 2 * MIB <= kept["fixture big"] < 2 * MIB + 64 * 1024
+    assert MIB <= kept["test_uses_big"] < MIB + 64 * 1024
+    assert kept.get("<other>", 0) < 64 * 1024
+
+    for name, label in (("TestGroup::test_in_class", "TestGroup.test_in_class"), ("test_decorated", "test_decorated")):
+        first = tests[name]["analysis"]["peak_by_operation"][0]
+        assert (first["name"], first["size"] >= 12 * MIB) == (label, True)
+
+    result.stdout.fnmatch_lines(
+        [
+            "  test_ops.py::test_uses_big: peak RSS * exceeds the limit of 5 MiB*",
+            "      by operation near the peak: fixture big +2?.? MiB, test_uses_big +?.? MiB*",
+            "      by operation: fixture big +2.0 MiB, test_uses_big +1.0 MiB*",
+        ]
+    )
+    markdown = (pytester.path / "r.md").read_text()
+    details = markdown.split("<details><summary><code>test_ops.py::test_uses_big</code>", 1)[1].split("</details>")[0]
+    assert "By operation near the peak: <code>fixture big</code> +2" in details
+    assert "By operation: <code>fixture big</code> +2.0 MiB, <code>test\\_uses\\_big</code> +1.0 MiB" in details
+
+
+def test_a_custom_item_is_analysed_without_operation_labels(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import pytest
+
+        class BlockItem(pytest.Item):
+            def runtest(self):
+                assert len(bytearray(30 * 1024 * 1024)) == 30 * 1024 * 1024  # BLOCK
+
+        class BlockFile(pytest.File):
+            def collect(self):
+                yield BlockItem.from_parent(self, name="block")
+
+        def pytest_collect_file(parent, file_path):
+            if file_path.suffix == ".blocks":
+                return BlockFile.from_parent(parent, path=file_path)
+        """
+    )
+    (pytester.path / "x.blocks").write_text("")
+    block = f"conftest.py:{line_of(pytester.path / 'conftest.py', 'BLOCK')}"
+    result, tests = run(pytester, "--memguard-leaks=off", "--memguard-limit", "peak=5 MiB")
+    result.assert_outcomes(failed=1)
+    # No function and no fixtures to name: analysed as before, per-file totals, no operation lines.
+    analysis = tests["block"]["analysis"]
+    assert sites(analysis, "peak_sites")[0] == block
+    assert (analysis["operations_labelled"], analysis["peak_by_operation"]) == (False, [])
+    assert "by operation" not in result.stdout.str()
+
+
 def test_a_test_without_a_flag_pays_nothing(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_fine="""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import html
 import re
 from pathlib import Path
 from typing import Optional
@@ -81,13 +83,15 @@ def analysis_of(text: str) -> AllocationAnalysis:
         top_by_size=(site,),
         top_by_count=(site,),
         by_component=(GroupTotal(text, 4 * KIB, 30),),
-        by_operation=(GroupTotal(f"{text}.py", 4 * KIB, 30),),
+        by_operation=(GroupTotal(f"fixture {text}", 3 * KIB, 20), GroupTotal("<other>", KIB, 10)),
         size_classes=(GroupTotal("tiny", 436, 11), GroupTotal("huge", 0, 0)),
         recommendations=(f"one 30.0 MiB allocation at {text}.py:4", f"most retained memory (99%) comes from {text}"),
         stack_depth=2,
         exact_sizes=True,
         peak_sites=(site,),
         peak_snapshot_bytes=30 * MIB,
+        peak_by_operation=(GroupTotal(f"test_{text}", 30 * MIB, 2),),
+        operations_labelled=True,
     )
 
 
@@ -227,7 +231,7 @@ def test_hostile_ids_cannot_break_tables_html_or_the_chart(nodeid: str) -> None:
     assert "<!--" not in prose
     assert "-->" not in prose
     # GitHub links no @mention inside <code>, and ids only ever appear there.
-    assert "@user" not in re.sub(r"<code>.*?</code>", "", prose)
+    assert not re.findall(r"@\w", re.sub(r"<code>.*?</code>", "", prose))
     for table in tables(text):
         width = len(cells(table[0]))
         assert all(line.endswith("|") and len(cells(line)) == width for line in table), table
@@ -244,6 +248,27 @@ def test_hostile_ids_cannot_break_tables_html_or_the_chart(nodeid: str) -> None:
     assert "\ud800" not in text
     text.encode("utf-8")  # a lone surrogate would make this raise
     assert text.count("**Allocation analysis**") == 1
+
+
+def test_no_at_word_in_free_text_mentions_anyone() -> None:
+    """GitHub turns "@name" in text into a mention (and a notification); a marker name must not ping a user."""
+    message = "peak RSS 64.0 MiB exceeds the limit of 50 MB by 16.3 MiB (limit from @pytest.mark.memguard on test_x)"
+    over = MemoryRecord("tests/test_x.py::test_x", measured(64 * MIB), Verdict.OVER_LIMIT, message)
+    leak = leaking("tests/test_y.py::test_y")
+    assert leak.leak is not None
+    leak = leak._replace(leak=dataclasses.replace(leak.leak, note="ask @octocat, or @org/team"))
+    gate = GateResult(environment_note="recorded by @someone on python=3.12")
+    text = render_markdown([over, leak], gate, top=5)
+    # Outside <code> (where GitHub links nothing) no "@" is directly followed by a name.
+    prose = re.sub(r"<code>.*?</code>", "", text)
+    assert not re.findall(r"@\w", prose)
+    why = "(limit from @&#8203;pytest.mark.memguard on test\\_x)"
+    # Shown as "@pytest.mark.memguard": the zero-width space does not show.
+    assert html.unescape(why).replace("\u200b", "") == "(limit from @pytest.mark.memguard on test\\_x)"
+    assert cells(tables(section(text, "Over limit"))[0][2])[1].endswith(why)
+    assert f"**Why:** peak RSS 64.0 MiB exceeds the limit of 50 MB by 16.3 MiB {why}" in text
+    assert "ask @&#8203;octocat, or @&#8203;org/team" in text
+    assert "recorded by @&#8203;someone on python=3.12" in text
 
 
 def test_an_analysed_test_gets_its_details_block_with_sites_and_advice() -> None:
@@ -268,6 +293,8 @@ def test_an_analysed_test_gets_its_details_block_with_sites_and_advice() -> None
     assert cells(kept[0])[0] == "kept at"
     assert "Blocks gained: tiny 11 (436 B)" in block
     assert "By package: <code>app/io</code> +4.0 KiB" in block
+    assert "By operation near the peak: <code>test\\_app/io</code> +30.0 MiB" in block
+    assert "By operation: <code>fixture app/io</code> +3.0 KiB, <code>&lt;other&gt;</code> +1.0 KiB" in block
     assert (
         "- <code>one 30.0 MiB allocation at app/io.py:4</code>\n"
         "- <code>most retained memory (99%) comes from app/io</code>"

@@ -5,8 +5,10 @@ A test id is whatever the user's parametrization made of it: ``|``, backticks,
 
 * Markdown (GitHub-flavoured): characters that end a table cell, start HTML or an
   HTML comment, or open emphasis, links, strike-through or math become HTML entities
-  or backslash escapes; line breaks become spaces. :func:`markdown_code` also wraps
-  the text in ``<code>``, inside which GitHub links no ``@mention`` or ``#123``.
+  or backslash escapes; line breaks become spaces. In text, ``@`` gets a zero-width
+  space after it, so ``@pytest.mark.memguard`` reads the same and mentions no one.
+  :func:`markdown_code` wraps the text in ``<code>`` instead, inside which GitHub links
+  no ``@mention`` or ``#123`` (so a copied path or id gets no invisible character).
 * HTML (``<summary>`` lines, which GitHub does not parse as markdown): entities only.
 * XML 1.0: ElementTree escapes markup, but characters XML 1.0 forbids (control
   characters, lone surrogates, U+FFFE/U+FFFF) would make the file unparsable; they
@@ -51,6 +53,9 @@ _MARKDOWN = str.maketrans(
         "#": "\\#",
     }
 )
+# GitHub links "@name" in text, also when written "&#64;name" (entities are decoded before it
+# looks); a zero-width space after "@" does not show and stops it. Not in <code>: no link there.
+_MARKDOWN_TEXT = {**_MARKDOWN, ord("@"): "@&#8203;"}
 _LINE_START = re.compile(r"^\s*(?:[-+=]|\d+[.)])")
 _MERMAID_UNSAFE = re.compile(r"[^\w .:/=+-]+")
 
@@ -81,8 +86,8 @@ def _one_line(text: object) -> str:
 
 
 def escape_markdown(text: object) -> str:
-    """Inline markdown text, safe in a table cell, a list item or a paragraph, on one line."""
-    escaped = _one_line(text).translate(_MARKDOWN)
+    """Inline markdown text, safe in a table cell, a list item or a paragraph, on one line, mentioning no one."""
+    escaped = _one_line(text).translate(_MARKDOWN_TEXT)
     # At the start of a line "-", "+", "1." or "1)" would begin a list and "=" a heading underline.
     return _LINE_START.sub(lambda match: f"{match[0][:-1]}\\{match[0][-1]}", escaped, count=1)
 

@@ -23,7 +23,9 @@ Schema 1 (a new key may appear in a minor release; a changed meaning bumps ``sch
                        "top_by_size": [{"where": "t.py:4 <- t.py:11", "filename": "/abs/t.py", "lineno": 4,
                                         "component": "t", "size": 458, "count": 1, "average": 458.0}],
                        "top_by_count": [...], "peak_sites": [...],
-                       "by_component": [{"name": "t", "size": 534, "count": 3}], "by_operation": [...],
+                       "by_component": [{"name": "t", "size": 534, "count": 3}],
+                       "by_operation": [{"name": "fixture big", "size": 458, "count": 1}, ...],
+                       "peak_by_operation": [...], "operations_labelled": true,
                        "size_classes": [{"name": "tiny", "size": 436, "count": 11}, ...],
                        "recommendations": ["..."], "stack_depth": 3, "exact_sizes": true,
                        "peak_snapshot_bytes": 31493807}
@@ -39,8 +41,10 @@ Figures are integers in bytes (``fds_gained``: a count); figures not measured ar
 ``regression`` that could be re-run once more): ``AllocationAnalysis.as_dict()`` of that
 run, at most five entries per list, ``size_classes`` all five; ``peak_sites`` are what was
 held (above the start) in the snapshot nearest the peak, taken when the traced heap was
-``peak_snapshot_bytes`` above the start. Sizes in bytes (``*_sites`` and groups: signed
-growth), ``where`` innermost frame first. docs/allocation-analysis.md has every field.
+``peak_snapshot_bytes`` above the start. ``by_operation`` (kept) and ``peak_by_operation`` (near
+the peak) total the test function (``test_x``, ``Class.test_x``), each fixture (``fixture big``)
+and ``<other>``. Sizes in bytes (``*_sites`` and groups: signed growth), ``where`` innermost
+frame first. docs/allocation-analysis.md has every field.
 """
 
 from __future__ import annotations

@@ -277,6 +277,14 @@ def _analysis(analysis: AllocationAnalysis) -> list[str]:
     if analysis.by_component:
         packages = [f"{markdown_code(g.name)} {format_size(g.size, signed=True)}" for g in analysis.by_component]
         parts.append("By package: " + ", ".join(packages))
+    if analysis.operations_labelled:  # labels come from test and fixture names: as code, like paths
+        for title, groups in (
+            ("By operation near the peak", analysis.peak_by_operation),
+            ("By operation", analysis.by_operation),
+        ):
+            if groups:
+                shares = [f"{markdown_code(shorten(g.name, 120))} {format_size(g.size, signed=True)}" for g in groups]
+                parts.append(f"{title}: " + ", ".join(shares))
     if analysis.recommendations:  # as code: they quote paths, which may hold an @mention
         parts.append("\n".join(f"- {markdown_code(shorten(text, 300))}" for text in analysis.recommendations))
     return parts
