@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import gc
+import inspect
 import os
 import sys
 import tracemalloc
@@ -70,12 +71,25 @@ def rerun_unlogged(item: pytest.Item, nextitem: Optional[pytest.Item]) -> list[p
     # itself; what a hidden re-run adds is dropped, or it would show, and look like a leak.
     sections: list[object] = getattr(item, "_report_sections", [])
     kept_sections, kept_properties = len(sections), len(item.user_properties)
+    _restore_doctest_globals(item)
     try:
         with warnings.catch_warnings(record=True):
             return runtestprotocol(item, nextitem=nextitem, log=False)
     finally:
         del sections[kept_sections:]
         del item.user_properties[kept_properties:]
+
+
+def _restore_doctest_globals(item: pytest.Item) -> None:
+    """A doctest's runner empties its namespace after each run; give a re-run what a fresh run
+    gets (the module's globals as they are now, or ``__name__`` for a text file), or every
+    doctest would fail its re-run and never be checked."""
+    dtest = getattr(item, "dtest", None)
+    namespace = getattr(dtest, "globs", None)
+    if not isinstance(namespace, dict) or namespace:
+        return
+    module = getattr(item.parent, "obj", None)
+    namespace.update(vars(module) if inspect.ismodule(module) else {"__name__": "__main__"})
 
 
 def measured_rerun(item: pytest.Item, nextitem: Optional[pytest.Item], tracker: Tracker) -> Optional[Measurement]:

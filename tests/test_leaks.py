@@ -149,6 +149,35 @@ def test_garbage_waiting_for_the_collector_is_cleared_the_cheaper_way(pytester: 
     result.stdout.fnmatch_lines(["leak screening: 1 suspect(s) re-run to confirm, 0 confirmed*"])
 
 
+def test_doctests_are_checked_too(pytester: pytest.Pytester) -> None:
+    # doctest empties a test's namespace after each run: a re-run must get it back
+    pytester.makepyfile(
+        leaky_module="""
+        KEPT = []
+
+        def grow():
+            \"\"\"
+            >>> grow()
+            >>> len(KEPT) > 0
+            True
+            \"\"\"
+            KEPT.append(bytearray(2 * 1024 * 1024))
+
+        def clean():
+            \"\"\"
+            >>> data = bytearray(2 * 1024 * 1024)
+            >>> len(data)
+            2097152
+            \"\"\"
+        """
+    )
+    result, tests = verdicts(pytester, "--doctest-modules", "--memguard-leaks=warn", "leaky_module.py")
+    result.assert_outcomes(passed=2)
+    assert tests["leaky_module.grow"]["verdict"] == "leak"
+    assert tests["leaky_module.clean"]["verdict"] == "ok"
+    result.stdout.no_fnmatch_line("*not checked for leaks*")
+
+
 def test_reruns_leave_the_cycle_collector_as_they_found_it(pytester: pytest.Pytester) -> None:
     # Confirmation re-runs freeze the objects alive before them out of the collector (cheap
     # samples); the next test must find nothing frozen, and cycles must be collectable again.
