@@ -202,6 +202,8 @@ def _typed(data: Mapping[str, Any], name: str, kind: type, *, optional: bool = F
     kinds = (int, float) if kind is float else (kind,)
     if isinstance(value, bool) is not (kind is bool) or not isinstance(value, kinds):
         raise ValueError(f"allocation analysis: {name!r} must be {kind.__name__}, got {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not -(2**63) < value < 2**63:
+        raise ValueError(f"allocation analysis: {name!r} is out of range")  # also inf and nan
     return value
 
 

@@ -211,7 +211,9 @@ def confirm_leak(
     quick = _Sampling(item, nextitem, tracker)
     if settle_blocks is not None:
         quick.sample(0)  # a full collection
-        if quick.samples[0].blocks - settle_blocks < SCREENING.blocks:
+        # Below zero, the collection freed older garbage too, which may hide the test's growth:
+        # that only a re-run can tell.
+        if 0 <= quick.samples[0].blocks - settle_blocks < SCREENING.blocks:
             return None
     cleared = _quick_look(quick)
     if cleared is None:
@@ -233,8 +235,11 @@ def _quick_look(quick: _Sampling) -> Optional[bool]:
     in both samples, so it cancels out. Frozen, the collector behaves differently (what a re-run
     orphans of the frozen objects stays, and re-runs under it showed growth that unfrozen ones
     did not on more-itertools), so this look only ever clears a suspect: one that moved is
-    judged by unfrozen re-runs."""
-    gc.freeze()
+    judged by unfrozen re-runs. If the process froze objects itself, nothing is frozen here:
+    unfreezing cannot tell ours from its own."""
+    freeze = gc.get_freeze_count() == 0
+    if freeze:
+        gc.freeze()
     try:
         if not quick.samples:
             quick.sample(0)
@@ -242,7 +247,8 @@ def _quick_look(quick: _Sampling) -> Optional[bool]:
             return None
         return quiet(quick.samples)  # samples: after the first run, after one re-run
     finally:
-        gc.unfreeze()
+        if freeze:
+            gc.unfreeze()
 
 
 def _traced_runs(

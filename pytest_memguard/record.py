@@ -132,7 +132,7 @@ def _analysis_from(value: object) -> Optional[AllocationAnalysis]:
         return None
     try:
         return AllocationAnalysis.from_json(value)
-    except ValueError:
+    except (ValueError, TypeError, OverflowError):  # OverflowError: float() of a huge int
         return None
 
 

@@ -16,11 +16,12 @@ import pytest
 from _pytest.runner import runtestprotocol  # the one private import: owning the protocol needs it
 
 from . import __version__
+from .allocation_result import AllocationAnalysis
 from .baseline import BaselineError, Finding, write_atomic
 from .gate import BaselineGate, GateResult, lowest, verdict_for
 from .leak_check import RERUN_COSTS_MORE_S, confirm_leak, measured_rerun, unchecked
 from .leak_detector import SCREENING, LeakReport
-from .limits import HEAP_KEYS, RETAINED_KEYS, Limit, LimitError, check_limits, merge_limits, parse_limits
+from .limits import HEAP_KEYS, RETAINED_KEYS, Breach, Limit, LimitError, check_limits, merge_limits, parse_limits
 from .record import MemoryRecord, Verdict
 from .reporting.benchmark_export import render_benchmark_json
 from .reporting.json_report import render_json
@@ -93,7 +94,7 @@ class MemguardSession:
         self.records: list[MemoryRecord] = []
         self.is_worker = hasattr(config, "workerinput")
         # Under --pdb a failure in a hidden re-run would open the debugger: never re-run then.
-        self.can_rerun = not config.getoption("usepdb", False)
+        self.can_rerun = not (config.getoption("usepdb", False) or config.getoption("trace", False))
         self._running: Optional[str] = None
         self._reported_while_running = False
         self.write_errors: list[str] = []
@@ -189,10 +190,12 @@ class MemguardSession:
         measurement = self.tracker.finish(start)
         growth = self.tracker.growth(start)
         self._running = None
-        if any(report.when == "call" for report in reports):
-            self._judge(item, nextitem, plan, start, measurement, growth, reports)
-        for report in reports:
-            ihook.pytest_runtest_logreport(report=report)
+        try:
+            if any(report.when == "call" for report in reports):
+                self._judge(item, nextitem, plan, start, measurement, growth, reports)
+        finally:  # also when Ctrl-C or pytest.exit() stops a hidden re-run: the first run happened
+            for report in reports:
+                ihook.pytest_runtest_logreport(report=report)
         ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
         return True
 
@@ -231,24 +234,50 @@ class MemguardSession:
         # A test whose reports reach the terminal by themselves (subtests) cannot be
         # re-run unseen: it is measured once and neither leak-confirmed nor re-measured.
         passed = all(report.passed for report in reports) and not self._reported_while_running
-        leak = self._check_leak(item, nextitem, plan, start, measurement, growth, reports) if passed else None
-        measurement, findings = self._compare(item, nextitem, plan, measurement, rerun=passed)
-        failures = [breach.message() for breach in breaches]
-        verdict = Verdict.OVER_LIMIT if breaches else verdict_for(findings, self._in_baseline(item.nodeid))
+        leak: Optional[LeakReport] = None
+        findings: list[Finding] = []
+        analysis: Optional[AllocationAnalysis] = None
+        notes: list[str] = []
+        try:
+            leak = self._check_leak(item, nextitem, plan, start, measurement, growth, reports) if passed else None
+            measurement, findings = self._compare(item, nextitem, plan, measurement, rerun=passed)
+            if passed and self.can_rerun:  # flagged tests only: one more hidden run, under the analyzer
+                verdict = self._verdict(item.nodeid, breaches, findings, leak)
+                analysis, note = analyse_flagged(
+                    item, nextitem, verdict, self.tracker, stack_depth=self.settings.stack_depth
+                )
+                notes += [note] if note else []
+        finally:  # also when Ctrl-C or pytest.exit() stops a hidden re-run: judge on what we have
+            self._record(item, plan, measurement, breaches, findings, leak, analysis, notes, reports)
+
+    def _verdict(self, nodeid: str, breaches: list[Breach], findings: list[Finding], leak: Optional[LeakReport]) -> str:
+        if breaches:
+            return Verdict.OVER_LIMIT
         if leak is not None and leak.confirmed:
-            verdict = Verdict.OVER_LIMIT if breaches else Verdict.LEAK
-            if plan.leaks == "fail":
-                failures.append(leak.summary())
+            return Verdict.LEAK
+        return verdict_for(findings, self._in_baseline(nodeid))
+
+    def _record(
+        self,
+        item: pytest.Item,
+        plan: _Plan,
+        measurement: Measurement,
+        breaches: list[Breach],
+        findings: list[Finding],
+        leak: Optional[LeakReport],
+        analysis: Optional[AllocationAnalysis],
+        notes: list[str],
+        reports: list[pytest.TestReport],
+    ) -> None:
+        """The record on the teardown report, and a failed call report for a breach or a leak."""
+        failures = [breach.message() for breach in breaches]
+        if leak is not None and leak.confirmed and plan.leaks == "fail":
+            failures.append(leak.summary())
         messages = [breach.message() for breach in breaches]
         if leak is not None and (leak.confirmed or leak.note):
             messages.append(leak.summary() if leak.confirmed else leak.note)
-        messages += [f.message() for f in findings]
-        analysis = None
-        if passed and self.can_rerun:  # flagged tests only: one more hidden run, under the analyzer
-            analysis, note = analyse_flagged(
-                item, nextitem, verdict, self.tracker, stack_depth=self.settings.stack_depth
-            )
-            messages += [note] if note else []
+        messages += [f.message() for f in findings] + notes
+        verdict = self._verdict(item.nodeid, breaches, findings, leak)
         record = MemoryRecord(item.nodeid, measurement, verdict, "; ".join(messages), tuple(findings), leak, analysis)
         message = "; ".join(failures)
         # The figures ride on the teardown report only: that is where pytest's junitxml and
@@ -297,6 +326,8 @@ class MemguardSession:
                 max_steps=self.settings.leak_runs,
                 first_run_rss=measurement.rss_retained,
             )
+        except pytest.exit.Exception:
+            raise
         except Exception as exc:  # a check that breaks must never end the session
             return unchecked(f"leak check failed ({type(exc).__name__}: {exc}); the test was not checked")
 
@@ -440,6 +471,6 @@ class MemguardSession:
 def _failure_repr(message: str) -> TerminalRepr:
     """A longrepr that shows the message alone and keeps it as the crash line (``FAILED … - …``)."""
     try:
-        raise MemoryLimitExceeded(message)
+        raise MemoryLimitExceeded(message) from None  # no "during handling of" a Ctrl-C in flight
     except MemoryLimitExceeded:
         return pytest.ExceptionInfo.from_current().getrepr(style="value")

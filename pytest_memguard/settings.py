@@ -77,8 +77,9 @@ class Settings:
             benchmark_json_path=_output_path(config, "memguard_benchmark_json"),
             step_summary=_choice(config, "memguard_step_summary", ("on", "off")) == "on",
             leaks=_choice(config, "memguard_leaks", LEAK_MODES),
-            leak_runs=_count(config, "memguard_leak_runs", minimum=2),
-            stack_depth=_count(config, "memguard_stack_depth", minimum=1),
+            # a leak is growth in at least three steps (leak_detector.MIN_STEPS)
+            leak_runs=_count(config, "memguard_leak_runs", minimum=3),
+            stack_depth=_count(config, "memguard_stack_depth", minimum=1, maximum=65535),  # tracemalloc's limit
         )
 
 
@@ -89,11 +90,13 @@ def _choice(config: pytest.Config, name: str, choices: tuple[str, ...]) -> str:
     return str(value)
 
 
-def _count(config: pytest.Config, name: str, *, minimum: int = 0) -> int:
+def _count(config: pytest.Config, name: str, *, minimum: int = 0, maximum: Optional[int] = None) -> int:
     option = config.getoption(name)
     value = option if option is not None else _non_negative_int(config.getini(name), name)
     if value < minimum:
         raise pytest.UsageError(f"memguard: {name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise pytest.UsageError(f"memguard: {name} must be at most {maximum}, got {value}")
     return int(value)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,10 +106,15 @@ def test_an_unwritable_report_is_an_error_line_not_a_crash(pytester: pytest.Pyte
     result.stdout.fnmatch_lines(["memguard: could not write a report: *"])
 
 
-def test_pdb_runs_never_rerun_tests(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("debugger", ["--pdb", "--trace"])
+def test_debugger_runs_never_rerun_tests(pytester: pytest.Pytester, debugger: str) -> None:
     pytester.makepyfile("KEPT = []\ndef test_leaks():\n    KEPT.append(bytearray(2 * 1024 * 1024))\n")
-    result = run(pytester, "--memguard", "--pdb", "--memguard-json=r.json")
+    result = pytester.run(
+        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--memguard", debugger, "--memguard-json=r.json",
+        stdin=b"c\nc\nc\nc\n",
+    )  # fmt: skip
     result.assert_outcomes(passed=1)
+    assert result.stdout.str().count("(Pdb)") <= 1
     assert '"leak"' not in (pytester.path / "r.json").read_text()
 
 
@@ -159,3 +166,127 @@ def test_leading_zeros_are_read_as_yaml_reads_them(tmp_path: Path) -> None:
     loaded = load_baseline(path)
     assert loaded is not None
     assert loaded.tests["t::a"]["rss_peak"] == 64  # YAML 1.1 octal, whichever path reads it
+
+
+def test_leaks_the_quick_look_must_not_clear(pytester: pytest.Pytester) -> None:
+    # Memory glibc does not count (mmap) and a few small objects per run: one re-run that
+    # moves them is a suspect that moved, not a quiet one.
+    pytester.makepyfile(
+        """
+        import mmap
+        KEPT, WARM = [], []
+
+        def test_native_leak():
+            block = mmap.mmap(-1, 2 * 1024 * 1024)
+            block.write(b"x" * len(block))
+            KEPT.append(block)
+
+        def test_small_objects_leak():
+            if not WARM:
+                WARM.extend(object() for _ in range(3000))  # a first-call cache makes it a suspect
+            KEPT.extend(bytes(450) for _ in range(12))
+        """
+    )
+    result = run(pytester, "--memguard", "--memguard-leaks=warn", "--memguard-json=r.json", "-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+    tests = json.loads((pytester.path / "r.json").read_text())["tests"]
+    assert {nodeid.split("::")[1]: entry["verdict"] for nodeid, entry in tests.items()} == {
+        "test_native_leak": "leak",
+        "test_small_objects_leak": "leak",
+    }
+
+
+def test_a_collection_that_frees_older_garbage_does_not_clear_a_slow_leak(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import gc, time
+
+        class Node:
+            def __init__(self):
+                self.me = self
+
+        GRAPH = [Node() for _ in range(20000)]
+        gc.collect()
+        HEAD = None
+
+        def test_drops_the_graph():
+            GRAPH.clear()  # older cyclic garbage, waiting for a full collection
+
+        def test_slow_leak():
+            global HEAD
+            time.sleep(0.03)
+            for _ in range(300):
+                HEAD = (HEAD, object())  # 600 blocks per run
+        """
+    )
+    result = run(pytester, "--memguard", "-p", "no:randomly", "-rf")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["leak: leaks */run, * objects/run over * runs", "FAILED *::test_slow_leak*"])
+
+
+def test_objects_the_user_froze_stay_frozen(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest("import gc\ngc.freeze()\n")
+    pytester.makepyfile(
+        """
+        import gc
+        CACHE = []
+
+        def test_suspect():
+            if not CACHE:
+                CACHE.extend(object() for _ in range(2000))
+
+        def test_after():
+            assert gc.get_freeze_count() > 0
+        """
+    )
+    run(pytester, "--memguard", "-p", "no:randomly").assert_outcomes(passed=2)
+
+
+def test_an_unreadable_analysis_property_is_dropped_not_a_crash(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import json
+
+        def test_hand_made(record_property):
+            record_property("memguard_analysis", json.dumps({"efficiency": 10**400}))
+        """
+    )
+    for args in ((), ("-n", "2")):
+        result = run(pytester, "--memguard", "--memguard-json=r.json", *args)
+        assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+        result.assert_outcomes(passed=1)
+
+
+def test_counts_out_of_range_are_usage_errors(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_a(): pass")
+    for option, words in (
+        ("--memguard-stack-depth=70000", "*memguard_stack_depth must be at most 65535, got 70000*"),
+        ("--memguard-leak-runs=2", "*memguard_leak_runs must be at least 3, got 2*"),
+    ):
+        result = run(pytester, "--memguard", option)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines([words])
+
+
+@pytest.mark.parametrize("stop", ["raise KeyboardInterrupt", "pytest.exit('stop now')"])
+def test_stopping_during_a_hidden_rerun_keeps_the_first_runs_result(pytester: pytest.Pytester, stop: str) -> None:
+    pytester.makepyfile(
+        f"""
+        import pytest
+        RUNS, KEPT = [], []
+
+        @pytest.mark.memguard(peak="1 MB")
+        def test_big():
+            RUNS.append(1)
+            if len(RUNS) > 1:
+                {stop}
+            KEPT.append(bytearray(8 * 1024 * 1024))
+
+        def test_next():
+            pass
+        """
+    )
+    result = run(pytester, "--memguard", "-p", "no:randomly")
+    result.stdout.fnmatch_lines(["*.py F*", "peak RSS * exceeds the limit of 1 MB*", "*::test_big * over_limit"])
+    assert "previous item was not torn down" not in result.stdout.str()
+    assert "During handling" not in result.stdout.str()
