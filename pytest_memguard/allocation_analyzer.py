@@ -246,11 +246,14 @@ def analyze_snapshots(
     site_frames: dict[_Frames, Optional[_Frames]] = {}
 
     def frames_of(traceback: _Frames) -> Optional[_Frames]:
-        """The site's frames without excluded ones or repeats (3.11 list comprehensions), or None: excluded."""
+        """The site's frames without excluded ones or repeats (3.11 list comprehensions), or None: excluded.
+        Excluded too: what the standard library allocated for pytest or for us (``contextlib`` in
+        pytest's capture, ``warnings`` in our re-run), when the traceback reaches that far."""
         if traceback not in site_frames:
             kept = [frame for frame in traceback if not file_info(frame[0])[0]]
             kept = [frame for i, frame in enumerate(kept) if i == 0 or frame != kept[i - 1]]
-            excluded = not traceback or file_info(traceback[0][0])[0]
+            caller = next((frame for frame in traceback if file_info(frame[0])[1] != STDLIB), None)
+            excluded = not traceback or file_info(traceback[0][0])[0] or bool(caller and file_info(caller[0])[0])
             site_frames[traceback] = None if excluded else tuple(kept[:stack_depth])
         return site_frames[traceback]
 
@@ -373,8 +376,8 @@ class MemoryAnalysis:
     limit stays (sites and labels then see at most that many frames). ``tracemalloc.reset_peak``
     is called at the start, so an enclosing measurement of the traced peak (such as
     ``--memguard-trace``'s heap peak) only sees the peak from this block on. RSS (and
-    so ``fragmentation``) is only read when tracing was already on: a heap traced for
-    the length of one block says nothing about the whole process's RSS. ``peak_sites``
+    so ``fragmentation``) is only read when tracing was already on, or as ``read_rss``
+    says: a heap traced for the length of one block says nothing about the whole process's RSS. ``peak_sites``
     watches the block in this thread with a profile hook (:class:`.peak_watch.PeakWatcher`),
     so the result also names the sites held near the peak; it makes call-heavy code slower.
     """
@@ -386,8 +389,10 @@ class MemoryAnalysis:
         stack_depth: int = 1,
         operations: Optional[Mapping[str, str]] = None,
         peak_sites: bool = False,
+        read_rss: Optional[bool] = None,
     ):
         self.top, self.stack_depth, self.operations, self.peak_sites = top, stack_depth, operations, peak_sites
+        self.read_rss = read_rss
         self.result: Optional[AllocationAnalysis] = None
         self._before: Optional[tracemalloc.Snapshot] = None
         self._watcher: Optional[PeakWatcher] = None
@@ -434,7 +439,7 @@ class MemoryAnalysis:
                 self._before,
                 after,
                 peak_bytes=max(0, peak - self._start),
-                rss_bytes=int(psutil.Process().memory_info().rss) if self._was_tracing else None,
+                rss_bytes=int(psutil.Process().memory_info().rss) if self._reads_rss() else None,
                 top=self.top,
                 stack_depth=self.stack_depth,
                 operations=self.operations,
@@ -451,12 +456,29 @@ class MemoryAnalysis:
                     tracemalloc.start(self._limit)  # the only way to set the limit back
                     tracemalloc.stop()
 
+    def _reads_rss(self) -> bool:
+        return self._was_tracing if self.read_rss is None else self.read_rss
+
+
+def traced_from_start() -> bool:
+    """Whether tracemalloc started with the interpreter (``-X tracemalloc``, ``PYTHONTRACEMALLOC``):
+    only then does the traced heap cover what RSS holds, and their ratio mean something."""
+    return bool(sys._xoptions.get("tracemalloc")) or os.environ.get("PYTHONTRACEMALLOC", "0") not in ("", "0")
+
 
 def memory_analysis(
-    top: int = 10, stack_depth: int = 1, operations: Optional[Mapping[str, str]] = None, *, peak_sites: bool = False
+    top: int = 10,
+    stack_depth: int = 1,
+    operations: Optional[Mapping[str, str]] = None,
+    *,
+    peak_sites: bool = False,
+    read_rss: Optional[bool] = None,
 ) -> MemoryAnalysis:
-    """``with memory_analysis() as m: ...`` then ``m.result`` is the :class:`AllocationAnalysis`."""
-    return MemoryAnalysis(top=top, stack_depth=stack_depth, operations=operations, peak_sites=peak_sites)
+    """``with memory_analysis() as m: ...`` then ``m.result`` is the :class:`AllocationAnalysis`.
+    ``read_rss``: read RSS for the fragmentation ratio (default: when tracing was already on)."""
+    return MemoryAnalysis(
+        top=top, stack_depth=stack_depth, operations=operations, peak_sites=peak_sites, read_rss=read_rss
+    )
 
 
 def analyze(func: Callable[..., _T], /, *args: Any, **kwargs: Any) -> tuple[_T, AllocationAnalysis]:

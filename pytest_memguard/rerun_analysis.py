@@ -21,7 +21,7 @@ from typing import Any, Iterator, Mapping, Optional
 
 import pytest
 
-from .allocation_analyzer import AllocationAnalysis, memory_analysis
+from .allocation_analyzer import AllocationAnalysis, memory_analysis, traced_from_start
 from .leak_check import rerun_unlogged
 from .record import ANALYSIS_TOP, Verdict
 from .tracker import Tracker
@@ -109,7 +109,11 @@ def analyse_flagged(
     operations = operations_of(item) or None  # before tracing starts: its cost is not the test's
     try:
         with memory_analysis(
-            top=ANALYSIS_TOP, stack_depth=stack_depth, operations=operations, peak_sites=True
+            top=ANALYSIS_TOP,
+            stack_depth=stack_depth,
+            operations=operations,
+            peak_sites=True,
+            read_rss=traced_from_start(),  # --memguard-trace starts at the first test: RSS/traced is moot
         ) as measured:
             reports = rerun_unlogged(item, nextitem)
     except pytest.exit.Exception:

@@ -441,3 +441,19 @@ def test_stack_depth_is_the_traceback_limit_of_memguard_trace(pytester: pytest.P
     )
     result.assert_outcomes(failed=1)  # the command line beats the ini value
     result.stdout.fnmatch_lines(["*assert 2 == 4*"])
+
+
+def test_no_bookkeeping_sites_and_no_rss_ratio_for_a_heap_traced_from_the_first_test(
+    pytester: pytest.Pytester,
+) -> None:
+    # What the standard library allocates for pytest (capture) or for memguard (warnings) is
+    # not the test's (told apart by the caller's frame: tracing that records one frame, as
+    # --memguard-trace does by default, cannot); RSS against a heap traced only since the
+    # first test means nothing.
+    pytester.makepyfile(test_suite=SUITE)
+    for args in ((), ("--memguard-trace", "--memguard-stack-depth=16")):
+        _, tests = run(pytester, "-p", "no:randomly", *args)
+        analysis = tests["test_over"]["analysis"]
+        kept = sites(analysis, "top_by_size") + sites(analysis, "top_by_count")
+        assert not [where for where in kept if "contextlib.py" in where or "warnings.py" in where], kept
+        assert analysis["fragmentation"] is None
