@@ -402,7 +402,12 @@ class MemoryAnalysis:
         self._was_tracing, self._limit = tracemalloc.is_tracing(), tracemalloc.get_traceback_limit()
         if not self._was_tracing:
             tracemalloc.start(max(self.stack_depth, _OPERATION_FRAMES) if self.operations else self.stack_depth)
-        self._before = tracemalloc.take_snapshot()
+        try:
+            self._before = tracemalloc.take_snapshot()
+        except BaseException:  # MemoryError, Ctrl-C: __exit__ will not run, so tracing stops here
+            if not self._was_tracing:
+                tracemalloc.stop()
+            raise
         tracemalloc.reset_peak()
         self._start = tracemalloc.get_traced_memory()[0]
         if self.peak_sites:

@@ -76,6 +76,11 @@ def _functions(item: pytest.Item) -> Iterator[tuple[object, str]]:
         # Not item.obj: after teardown (unittest) it would make a new instance and re-read its markers.
         function = getattr(item, "_obj", None) or getattr(item.cls or item.module, item.originalname, None)
         yield function, f"{item.cls.__qualname__}.{item.originalname}" if item.cls else item.originalname
+        # unittest's own set-up and tear-down are the fixtures of a TestCase
+        for hook in ("setUp", "tearDown", "setUpClass", "tearDownClass", "asyncSetUp", "asyncTearDown"):
+            defined = getattr(item.cls, hook, None) if item.cls is not None else None
+            if defined is not None and not getattr(defined, "__module__", "").startswith("unittest"):
+                yield defined, f"{item.cls.__qualname__}.{hook}"
 
 
 def operations_of(item: pytest.Item) -> dict[str, str]:

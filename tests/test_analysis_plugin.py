@@ -457,3 +457,25 @@ def test_no_bookkeeping_sites_and_no_rss_ratio_for_a_heap_traced_from_the_first_
         kept = sites(analysis, "top_by_size") + sites(analysis, "top_by_count")
         assert not [where for where in kept if "contextlib.py" in where or "warnings.py" in where], kept
         assert analysis["fragmentation"] is None
+
+
+def test_unittest_set_up_is_an_operation_of_its_own(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_case="""
+        import unittest
+        import pytest
+
+        @pytest.mark.memguard(peak="4 MiB")
+        class TestLoad(unittest.TestCase):
+            def setUp(self):
+                self.data = bytearray(24 * 1024 * 1024)
+
+            def test_uses_data(self):
+                copy = bytes(self.data[: 8 * 1024 * 1024])
+                assert len(copy) == 8 * 1024 * 1024
+        """
+    )
+    _, tests = run(pytester, "-p", "no:randomly")
+    analysis = tests["TestLoad::test_uses_data"]["analysis"]
+    held = [group["name"] for group in analysis["peak_by_operation"]]
+    assert held[:2] == ["TestLoad.setUp", "TestLoad.test_uses_data"], held
