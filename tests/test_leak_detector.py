@@ -69,6 +69,9 @@ def test_one_flat_step_is_forgiven_from_four_steps() -> None:
 
 
 def test_decide_waits_for_enough_steps() -> None:
+    assert decide(samples([0]), max_steps=6) is False  # a first step with nothing to show
+    assert decide(samples([MIB]), max_steps=6) is None
+    assert decide(samples([MIB, MIB, 0]), max_steps=6) is None  # one flat step may be forgiven
     assert decide(samples([MIB, MIB]), max_steps=6) is None
     assert decide(samples([MIB, MIB, MIB]), max_steps=6) is True
 
