@@ -8,8 +8,9 @@ from pathlib import Path
 
 import junitparser
 import pytest
+from samples import analysis_of
 
-from pytest_memguard.allocation_analyzer import AllocationAnalysis, GroupTotal, SiteStat
+from pytest_memguard.allocation_analyzer import AllocationAnalysis
 from pytest_memguard.baseline import Finding
 from pytest_memguard.gate import GateResult
 from pytest_memguard.leak_detector import AllocationSite, LeakReport
@@ -68,31 +69,7 @@ def over(nodeid: str) -> MemoryRecord:
 
 def analysed(nodeid: str) -> MemoryRecord:
     """Over its limit, with an analysis whose site, package and advice quote the id (as a hostile path would)."""
-    site = SiteStat(f"{nodeid}.py:4", f"/src/{nodeid}.py", 4, nodeid, 30 * MIB, 2)
-    analysis = AllocationAnalysis(
-        retained_bytes=4 * KIB,
-        retained_blocks=30,
-        allocated_bytes=4 * KIB,
-        allocated_blocks=30,
-        freed_bytes=0,
-        freed_blocks=0,
-        traced_bytes=64 * KIB,
-        peak_bytes=30 * MIB,
-        rss_bytes=None,
-        fragmentation=None,
-        efficiency=1.0,
-        top_by_size=(site,),
-        top_by_count=(site,),
-        by_component=(GroupTotal(nodeid, 4 * KIB, 30),),
-        by_operation=(),
-        size_classes=(GroupTotal("tiny", 436, 11),),
-        recommendations=(f"one 30.0 MiB allocation at {nodeid}.py:4",),
-        stack_depth=1,
-        exact_sizes=True,
-        peak_sites=(site,),
-        peak_snapshot_bytes=30 * MIB,
-    )
-    return over(nodeid)._replace(analysis=analysis)
+    return over(nodeid)._replace(analysis=analysis_of(nodeid))
 
 
 def fine(nodeid: str) -> MemoryRecord:
