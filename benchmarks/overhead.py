@@ -250,7 +250,11 @@ def count_suspects(suite: Suite, env: Dict[str, str]) -> str:
         tests = json.loads(results.read_text())["tests"]
     suspects = [entry["leak"] for entry in tests.values() if "leak" in entry]
     confirmed = sum(1 for leak in suspects if leak["confirmed"])
-    return f"leak screening: {len(suspects)} suspect(s) of {len(tests)} tests re-run to confirm, {confirmed} confirmed"
+    rerun = sum(1 for leak in suspects if leak["runs"] > 1)
+    return (
+        f"leak screening: {len(suspects)} suspect(s) of {len(tests)} tests, {rerun} re-run to confirm, "
+        f"{confirmed} confirmed"
+    )
 
 
 def overhead(base: Sequence[float], other: Sequence[float]) -> str:

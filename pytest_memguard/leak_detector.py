@@ -67,6 +67,17 @@ class Screening:
     heap: int = 4 * KIB
     fds: int = 1
 
+    def small(self, rss: int, malloc: Optional[int], blocks: int, heap: Optional[int], fds: Optional[int]) -> bool:
+        """A suspect by a small growth only: below what one re-run can confirm of C heap
+        (:data:`FLOORS`), under 1 MiB of RSS, 64 KiB of heap and 1,000 blocks, no fds."""
+        return (
+            rss < self.rss
+            and (malloc is None or malloc < FLOORS["malloc"])
+            and blocks < 1000
+            and (heap is None or heap < 64 * KIB)
+            and not fds
+        )
+
     def suspect(self, rss: int, malloc: Optional[int], blocks: int, heap: Optional[int], fds: Optional[int]) -> bool:
         return blocks >= self.blocks or self.suspect_by_bytes(rss, malloc, heap, fds)
 

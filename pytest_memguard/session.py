@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+import time
 from typing import TYPE_CHECKING, Generator, Optional
 
 import pytest
@@ -43,6 +44,9 @@ MARKER = "memguard"
 REGRESSIONS_STAT = "memguard regressions"
 #: marker keywords that are not limits
 MARKER_OPTIONS = frozenset({"tolerance", "leak"})
+#: a suspect with a small growth whose run took longer than both is not re-run (--memguard-leak-slow)
+SLOW_SUSPECT_S = 0.05
+SLOW_SUSPECT_SHARE = 0.02
 _LEAK_MARKER_VALUES: dict[object, str] = {True: "fail", False: "off", "fail": "fail", "warn": "warn", "off": "off"}
 
 
@@ -97,6 +101,7 @@ class MemguardSession:
         self.can_rerun = not (config.getoption("usepdb", False) or config.getoption("trace", False))
         self._running: Optional[str] = None
         self._reported_while_running = False
+        self._first_test_at: Optional[float] = None
         self.write_errors: list[str] = []
         self.gate: Optional[BaselineGate] = None
         self.gate_result: Optional[GateResult] = None
@@ -185,6 +190,8 @@ class MemguardSession:
         ihook = item.ihook
         ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
         self._running, self._reported_while_running = item.nodeid, False
+        if self._first_test_at is None:
+            self._first_test_at = time.perf_counter()
         start = self.tracker.start()
         reports = runtestprotocol(item, nextitem=nextitem, log=False)
         measurement = self.tracker.finish(start)
@@ -314,9 +321,25 @@ class MemguardSession:
         )
         if not by_bytes and growth.blocks < SCREENING.blocks:
             return None
+        duration = sum(report.duration for report in reports)
+        small = SCREENING.small(
+            rss=measurement.rss_retained,
+            malloc=growth.malloc,
+            blocks=growth.blocks,
+            heap=measurement.heap_retained,
+            fds=measurement.fds_gained,
+        )
+        if small and self.settings.leak_slow == "skip" and duration > self._slow_after():
+            # Re-runs cost a slow test's time again and again; for a small growth (most often
+            # a first-call cache) that is more than the check is worth. Said, not hidden.
+            return unchecked(
+                f"a slow test ({duration:.2f} s) that kept a little memory on its first run was not "
+                "re-run; --memguard-leak-slow=check checks it",
+                runs=1,
+            )
         # A suspect by blocks alone is often garbage the collector has not reached: one full
         # collection settles that, unless re-running the test costs less than the collection.
-        slow = sum(report.duration for report in reports) >= RERUN_COSTS_MORE_S
+        slow = duration >= RERUN_COSTS_MORE_S
         try:
             return confirm_leak(
                 item,
@@ -330,6 +353,12 @@ class MemguardSession:
             raise
         except Exception as exc:  # a check that breaks must never end the session
             return unchecked(f"leak check failed ({type(exc).__name__}: {exc}); the test was not checked")
+
+    def _slow_after(self) -> float:
+        """Seconds after which a suspect with a small growth is not re-run: 50 ms, or 2% of
+        the session so far (in a long session a re-run weighs less)."""
+        elapsed = time.perf_counter() - (self._first_test_at or time.perf_counter())
+        return max(SLOW_SUSPECT_S, SLOW_SUSPECT_SHARE * elapsed)
 
     def _in_baseline(self, nodeid: str) -> bool:
         return self.gate is None or self.gate.entry(nodeid) is not None

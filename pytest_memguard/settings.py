@@ -19,6 +19,7 @@ DEFAULT_RERUNS = 3
 DEFAULT_BASELINE = "memguard-baseline.yaml"
 GATE_MODES = ("fail", "warn")
 LEAK_MODES = ("fail", "warn", "off")
+LEAK_SLOW_MODES = ("skip", "check")
 DEFAULT_LEAK_RUNS = 6
 DEFAULT_STACK_DEPTH = 1
 
@@ -43,6 +44,7 @@ class Settings:
     step_summary: bool = True
     leaks: str = "fail"
     leak_runs: int = DEFAULT_LEAK_RUNS
+    leak_slow: str = "skip"
     stack_depth: int = DEFAULT_STACK_DEPTH
 
     @property
@@ -79,6 +81,7 @@ class Settings:
             leaks=_choice(config, "memguard_leaks", LEAK_MODES),
             # a leak is growth in at least three steps (leak_detector.MIN_STEPS)
             leak_runs=_count(config, "memguard_leak_runs", minimum=3),
+            leak_slow=_choice(config, "memguard_leak_slow", LEAK_SLOW_MODES),
             stack_depth=_count(config, "memguard_stack_depth", minimum=1, maximum=65535),  # tracemalloc's limit
         )
 
@@ -266,8 +269,16 @@ def add_options(parser: pytest.Parser) -> None:
         default=None,
         metavar="N",
         dest="memguard_leak_runs",
-        help=f"at most N measured re-runs to confirm a leak suspect (default {DEFAULT_LEAK_RUNS}, at least 2). "
+        help=f"at most N measured re-runs to confirm a leak suspect (default {DEFAULT_LEAK_RUNS}, at least 3). "
         "ini: memguard_leak_runs",
+    )
+    group.addoption(
+        "--memguard-leak-slow",
+        choices=LEAK_SLOW_MODES,
+        default=None,
+        dest="memguard_leak_slow",
+        help="a slow test that is a suspect by a small growth only: skip its re-runs and say so (default), "
+        "or check it. ini: memguard_leak_slow",
     )
     group.addoption(
         "--memguard-stack-depth",
@@ -282,6 +293,7 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("memguard_stack_depth", "frames per allocation site", default=str(DEFAULT_STACK_DEPTH))
     parser.addini("memguard_leaks", "fail, warn or off for confirmed leaks", default="fail")
     parser.addini("memguard_leak_runs", "measured re-runs to confirm a leak", default=str(DEFAULT_LEAK_RUNS))
+    parser.addini("memguard_leak_slow", "skip or check slow suspects with a small growth", default="skip")
     reports = (
         ("--memguard-markdown", "memguard_markdown", "a GitHub-flavoured markdown report (for a PR comment)"),
         ("--memguard-junit", "memguard_junit", "a JUnit XML file: memory figures as properties, failures"),

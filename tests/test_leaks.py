@@ -237,3 +237,49 @@ def test_xdist_workers_confirm_leaks_too(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=1, failed=1)
     assert tests["test_leaks"]["verdict"] == "leak"
     result.stdout.fnmatch_lines(["leak screening: 1 suspect(s) re-run to confirm, 1 confirmed*"])
+
+
+SLOW_SMALL = """
+import time
+RUNS, CACHE = [], {}
+
+def test_slow_first_call_cache():
+    RUNS.append(1)
+    time.sleep(0.2)
+    CACHE.setdefault("table", bytes(8 * 1024))  # a little memory, kept once
+
+def test_ran():
+    assert len(RUNS) == {expected}
+"""
+
+
+@pytest.mark.parametrize(("args", "expected"), [((), 1), (("--memguard-leak-slow=check",), 2)])
+def test_a_slow_test_that_kept_a_little_is_not_rerun_unless_asked(
+    pytester: pytest.Pytester, args: tuple[str, ...], expected: int
+) -> None:
+    pytester.makepyfile(test_slow=SLOW_SMALL.replace("{expected}", str(expected)))
+    result, tests = verdicts(pytester, "-p", "no:randomly", *args)
+    result.assert_outcomes(passed=2)
+    leak = tests["test_slow_first_call_cache"]["leak"]
+    assert isinstance(leak, dict)
+    assert leak["confirmed"] is False
+    if expected == 1:
+        result.stdout.fnmatch_lines(
+            ["not checked for leaks: test_slow.py::test_slow_first_call_cache: a slow test (0.2* s)*leak-slow=check*"]
+        )
+        result.stdout.no_fnmatch_line("*re-run to confirm*")
+
+
+def test_a_slow_test_that_keeps_a_lot_is_still_checked(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_slow="""
+        import time
+        KEPT = []
+
+        def test_slow_leak():
+            time.sleep(0.1)
+            KEPT.append(bytearray(2 * 1024 * 1024))
+        """
+    )
+    _, tests = verdicts(pytester, "--memguard-leaks=warn")
+    assert tests["test_slow_leak"]["verdict"] == "leak"

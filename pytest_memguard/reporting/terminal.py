@@ -93,10 +93,11 @@ def render_summary(records: Sequence[MemoryRecord], *, top: int, brief: bool, no
                 ]
                 # Over its limit too: its analysis is under its breach line already.
                 lines += _analysis_lines(record) if record.verdict == Verdict.LEAK else []
-    if suspects:
+    rerun = [r for r in suspects if r.leak is not None and r.leak.runs > 1]
+    if rerun:
         pressure = session_pressure([r.leak.pressure for r in suspects if r.leak is not None])
         lines.append(
-            f"leak screening: {len(suspects)} suspect(s) re-run to confirm, {len(leaks)} confirmed; "
+            f"leak screening: {len(rerun)} suspect(s) re-run to confirm, {len(leaks)} confirmed; "
             f"session memory pressure {pressure:.2f}"
         )
     lines += [f"not checked for leaks: {r.nodeid}: {r.leak.note}" for r in unchecked if r.leak is not None]
