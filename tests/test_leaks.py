@@ -253,7 +253,10 @@ def test_ran():
 """
 
 
-@pytest.mark.parametrize(("args", "expected"), [((), 1), (("--memguard-leak-slow=check",), 2)])
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [((), 1), (("--memguard-leak-slow=check",), 2), (("-o", "memguard_leak_slow=check"), 2)],
+)
 def test_a_slow_test_that_kept_a_little_is_not_rerun_unless_asked(
     pytester: pytest.Pytester, args: tuple[str, ...], expected: int
 ) -> None:
