@@ -190,12 +190,14 @@ def confirm_leak(
     tracker: Tracker,
     *,
     settle_blocks: Optional[int] = None,
+    skip_note: Optional[str] = None,
     max_steps: int,
     first_run_rss: int,
     frames: int = 1,
 ) -> Optional[LeakReport]:
     """Re-run a suspect until it is clearly clean, clearly leaking, or ``max_steps`` measured
-    re-runs. ``None``: no suspect after all (see ``settle_blocks``).
+    re-runs. ``None``: no suspect after all (see ``settle_blocks``). ``skip_note``: do not re-run
+    it (after settling, which costs no run): the report says why.
 
     The first run's growth is read without a collection (a full one costs ~20 ms in a big
     session), so garbage waiting for the cycle collector can make a test a suspect by its
@@ -215,6 +217,8 @@ def confirm_leak(
         # that only a re-run can tell.
         if 0 <= quick.samples[0].blocks - settle_blocks < SCREENING.blocks:
             return None
+    if skip_note is not None:
+        return unchecked(skip_note)
     cleared = _quick_look(quick)
     if cleared is None:
         return _unrepeatable(2)

@@ -329,13 +329,13 @@ class MemguardSession:
             heap=measurement.heap_retained,
             fds=measurement.fds_gained,
         )
+        # Re-runs cost a slow test's time again and again; for a small growth (most often a
+        # first-call cache) that is more than the check is worth. Said, not hidden.
+        skip_note = None
         if small and self.settings.leak_slow == "skip" and duration > self._slow_after():
-            # Re-runs cost a slow test's time again and again; for a small growth (most often
-            # a first-call cache) that is more than the check is worth. Said, not hidden.
-            return unchecked(
+            skip_note = (
                 f"a slow test ({duration:.2f} s) that kept a little memory on its first run was not "
-                "re-run; --memguard-leak-slow=check checks it",
-                runs=1,
+                "re-run; --memguard-leak-slow=check checks it"
             )
         # A suspect by blocks alone is often garbage the collector has not reached: one full
         # collection settles that, unless re-running the test costs less than the collection.
@@ -346,6 +346,7 @@ class MemguardSession:
                 nextitem,
                 self.tracker,
                 settle_blocks=start.blocks if not by_bytes and slow else None,
+                skip_note=skip_note,
                 max_steps=self.settings.leak_runs,
                 first_run_rss=measurement.rss_retained,
             )
