@@ -29,16 +29,6 @@ from .tracker import Tracker
 __all__ = ["ANALYSED_VERDICTS", "analyse_flagged", "operations_of"]
 
 ANALYSED_VERDICTS = frozenset({Verdict.OVER_LIMIT, Verdict.LEAK, Verdict.REGRESSION})
-_MARKER = "memguard"  # session.MARKER (session imports this module)
-
-
-def _rerun_forbidden(item: pytest.Item) -> bool:
-    """``@pytest.mark.memguard(leak=False)`` (or ``leak="off"``) on the nearest marker that says ``leak``:
-    the test has side effects and must never run twice. ``--memguard-leaks=off`` does not forbid it."""
-    for mark in item.iter_markers(_MARKER):
-        if "leak" in mark.kwargs:
-            return mark.kwargs["leak"] in (False, "off")
-    return False
 
 
 def _code_of(function: object) -> Optional[CodeType]:
@@ -105,11 +95,11 @@ def analyse_flagged(
 ) -> tuple[Optional[AllocationAnalysis], str]:
     """The analysis of one more run of a test that passed its own run, and a note when there is none.
 
-    ``(None, "")``: not analysed by design (a verdict that needs no explanation, or a marker that
-    forbids re-running). ``(None, note)``: the re-run failed or the analysis broke; never raises
-    (but lets ``pytest.exit`` through).
+    ``(None, "")``: not analysed by design (a verdict that needs no explanation); the caller does
+    not call it for a test that must not be re-run (``leak=False``). ``(None, note)``: the re-run
+    failed or the analysis broke; never raises (but lets ``pytest.exit`` through).
     """
-    if verdict not in ANALYSED_VERDICTS or _rerun_forbidden(item):
+    if verdict not in ANALYSED_VERDICTS:
         return None, ""
     operations = operations_of(item) or None  # before tracing starts: its cost is not the test's
     try:

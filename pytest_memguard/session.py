@@ -60,9 +60,11 @@ MemoryLimitExceeded.__module__ = "builtins"
 
 
 class _Plan:
-    """What to do with one collected test: limits, tolerances, or why its marker is invalid."""
+    """What to do with one collected test: limits, tolerances, or why its marker is invalid.
+    ``may_rerun``: False when its marker says ``leak=False`` (side effects: never run it twice;
+    ``--memguard-leaks=off`` alone only turns the leak check off)."""
 
-    __slots__ = ("error", "leaks", "limits", "tolerances")
+    __slots__ = ("error", "leaks", "limits", "may_rerun", "tolerances")
 
     def __init__(
         self,
@@ -70,11 +72,13 @@ class _Plan:
         error: Optional[str] = None,
         tolerances: Optional[dict[str, Tolerance]] = None,
         leaks: Optional[str] = None,
+        may_rerun: bool = True,
     ) -> None:
         self.limits = limits
         self.error = error
         self.tolerances = tolerances
         self.leaks = leaks
+        self.may_rerun = may_rerun
 
 
 _PLAN = pytest.StashKey[_Plan]()
@@ -139,7 +143,9 @@ class MemguardSession:
             limits = merge_limits([*layers, global_limits])
             if not self.tracker.tracing and HEAP_KEYS.intersection(limits):
                 self.tracker.enable_tracing()  # a heap limit is meaningless without tracemalloc
-            item.stash[_PLAN] = _Plan(limits, tolerances=tolerances, leaks=leaks or self._default_leaks)
+            item.stash[_PLAN] = _Plan(
+                limits, tolerances=tolerances, leaks=leaks or self._default_leaks, may_rerun=leaks != "off"
+            )
 
     @staticmethod
     def _marker_limits(node: Node, mark: pytest.Mark) -> dict[str, Optional[Limit]]:
@@ -248,7 +254,7 @@ class MemguardSession:
         try:
             leak = self._check_leak(item, nextitem, plan, start, measurement, growth, reports) if passed else None
             measurement, findings = self._compare(item, nextitem, plan, measurement, rerun=passed)
-            if passed and self.can_rerun:  # flagged tests only: one more hidden run, under the analyzer
+            if passed and self.can_rerun and plan.may_rerun:  # flagged tests only: one more hidden run
                 verdict = self._verdict(item.nodeid, breaches, findings, leak)
                 analysis, note = analyse_flagged(
                     item, nextitem, verdict, self.tracker, stack_depth=self.settings.stack_depth
