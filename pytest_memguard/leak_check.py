@@ -18,28 +18,20 @@ import tracemalloc
 import warnings
 from typing import Optional
 
-import _pytest
-import pluggy
 import pytest
 from _pytest.runner import runtestprotocol
 
+from .allocation_analyzer import exclude_filters
 from .leak_detector import SCREENING, AllocationSite, LeakReport, RunSample, decide, judge_runs, quiet
 from .tracker import Measurement, Tracker
 
 __all__ = ["RERUN_COSTS_MORE_S", "confirm_leak", "measured_rerun", "rerun_unlogged", "unchecked"]
 
 
-def _package_dir(module_file: Optional[str]) -> str:
-    return os.path.join(os.path.dirname(os.path.abspath(module_file or "")), "*")
-
-
-# pytest's, pluggy's and our own frames are never where a user's test leaks
+# pytest's, pluggy's, tracemalloc's and our own frames are never where a user's test leaks (the
+# allocation analysis hides the same ones), nor are the import machinery's
 _HIDDEN_FRAMES = (
-    _package_dir(_pytest.__file__),
-    _package_dir(pytest.__file__),
-    _package_dir(pluggy.__file__),
-    _package_dir(__file__),
-    tracemalloc.__file__,
+    *(hidden.filename_pattern for hidden in exclude_filters()),
     "<frozen importlib._bootstrap*>",
     "<unknown>",
 )
