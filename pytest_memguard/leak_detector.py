@@ -20,6 +20,7 @@ __all__ = [
     "SCREENING",
     "AllocationSite",
     "LeakReport",
+    "LeftBehind",
     "RunSample",
     "Screening",
     "decide",
@@ -57,6 +58,16 @@ class AllocationSite:
     count: int
 
 
+class LeftBehind(NamedTuple):
+    """What one run left allocated, as screening reads it (``None``: not measured here)."""
+
+    rss: int
+    malloc: Optional[int]
+    blocks: int
+    heap: Optional[int]
+    fds: Optional[int]
+
+
 @dataclass(frozen=True)
 class Screening:
     """The thresholds that make a test a suspect (one run's growth) and a leak (growth per run)."""
@@ -67,29 +78,29 @@ class Screening:
     heap: int = 4 * KIB
     fds: int = 1
 
-    def small(self, rss: int, malloc: Optional[int], blocks: int, heap: Optional[int], fds: Optional[int]) -> bool:
+    def small(self, left: LeftBehind) -> bool:
         """A suspect by a small growth only: below what one re-run can confirm of C heap
         (:data:`FLOORS`), under 1 MiB of RSS, 64 KiB of heap and 1,000 blocks, no fds."""
         return (
-            rss < self.rss
-            and (malloc is None or malloc < FLOORS["malloc"])
-            and blocks < 1000
-            and (heap is None or heap < 64 * KIB)
-            and not fds
+            left.rss < self.rss
+            and (left.malloc is None or left.malloc < FLOORS["malloc"])
+            and left.blocks < 1000
+            and (left.heap is None or left.heap < 64 * KIB)
+            and not left.fds
         )
 
-    def suspect(self, rss: int, malloc: Optional[int], blocks: int, heap: Optional[int], fds: Optional[int]) -> bool:
-        return blocks >= self.blocks or self.suspect_by_bytes(rss, malloc, heap, fds)
+    def suspect(self, left: LeftBehind) -> bool:
+        return left.blocks >= self.blocks or self.suspect_by_bytes(left)
 
-    def suspect_by_bytes(self, rss: int, malloc: Optional[int], heap: Optional[int], fds: Optional[int]) -> bool:
+    def suspect_by_bytes(self, left: LeftBehind) -> bool:
         """Suspect by anything but the block count. Blocks are what garbage waiting for the
         cycle collector inflates (thousands in a big session), so a suspect by blocks alone is
         counted again after a collection before anything is re-run."""
         return (
-            rss >= self.rss
-            or (malloc is not None and malloc >= self.malloc)
-            or (heap is not None and heap >= self.heap)
-            or (fds is not None and fds >= self.fds)
+            left.rss >= self.rss
+            or (left.malloc is not None and left.malloc >= self.malloc)
+            or (left.heap is not None and left.heap >= self.heap)
+            or (left.fds is not None and left.fds >= self.fds)
         )
 
 

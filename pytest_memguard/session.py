@@ -21,7 +21,7 @@ from .allocation_result import AllocationAnalysis
 from .baseline import BaselineError, Finding, write_atomic
 from .gate import BaselineGate, GateResult, lowest, verdict_for
 from .leak_check import RERUN_COSTS_MORE_S, confirm_leak, measured_rerun, unchecked
-from .leak_detector import SCREENING, LeakReport
+from .leak_detector import SCREENING, LeakReport, LeftBehind
 from .limits import HEAP_KEYS, RETAINED_KEYS, Breach, Limit, LimitError, check_limits, merge_limits, parse_limits
 from .record import MemoryRecord, Verdict
 from .reporting.benchmark_export import render_benchmark_json
@@ -319,22 +319,18 @@ class MemguardSession:
         """Screen cheaply; re-run only a suspect to confirm (or clear) it."""
         if plan.leaks == "off" or not self.can_rerun:
             return None
-        by_bytes = SCREENING.suspect_by_bytes(
-            rss=measurement.rss_retained,
-            malloc=growth.malloc,
-            heap=measurement.heap_retained,
-            fds=measurement.fds_gained,
-        )
-        if not by_bytes and growth.blocks < SCREENING.blocks:
-            return None
-        duration = sum(report.duration for report in reports)
-        small = SCREENING.small(
+        left = LeftBehind(
             rss=measurement.rss_retained,
             malloc=growth.malloc,
             blocks=growth.blocks,
             heap=measurement.heap_retained,
             fds=measurement.fds_gained,
         )
+        if not SCREENING.suspect(left):
+            return None
+        by_bytes = SCREENING.suspect_by_bytes(left)
+        duration = sum(report.duration for report in reports)
+        small = SCREENING.small(left)
         # Re-runs cost a slow test's time again and again; for a small growth (most often a
         # first-call cache) that is more than the check is worth. Said, not hidden.
         skip_note = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pytest_memguard.leak_detector import (
     LeakReport,
+    LeftBehind,
     RunSample,
     Screening,
     decide,
@@ -116,11 +117,11 @@ def test_pressure_score_scale() -> None:
 
 def test_screening_thresholds() -> None:
     screen = Screening()
-    assert not screen.suspect(rss=0, malloc=100, blocks=40, heap=None, fds=0)
-    assert screen.suspect(rss=2 * MIB, malloc=None, blocks=0, heap=None, fds=None)
-    assert screen.suspect(rss=0, malloc=8 * KIB, blocks=0, heap=None, fds=0)
-    assert screen.suspect(rss=0, malloc=0, blocks=1000, heap=None, fds=0)
-    assert screen.suspect(rss=0, malloc=0, blocks=0, heap=None, fds=1)
+    assert not screen.suspect(LeftBehind(rss=0, malloc=100, blocks=40, heap=None, fds=0))
+    assert screen.suspect(LeftBehind(rss=2 * MIB, malloc=None, blocks=0, heap=None, fds=None))
+    assert screen.suspect(LeftBehind(rss=0, malloc=8 * KIB, blocks=0, heap=None, fds=0))
+    assert screen.suspect(LeftBehind(rss=0, malloc=0, blocks=1000, heap=None, fds=0))
+    assert screen.suspect(LeftBehind(rss=0, malloc=0, blocks=0, heap=None, fds=1))
 
 
 def test_heap_growth_without_a_witness_is_replacement_not_a_leak() -> None:
