@@ -86,7 +86,7 @@ def _restore_doctest_globals(item: pytest.Item) -> None:
 
 def measured_rerun(item: pytest.Item, nextitem: Optional[pytest.Item], tracker: Tracker) -> Optional[Measurement]:
     """One hidden re-run, measured like the first run; ``None`` if it did not pass."""
-    start = tracker.start()
+    start = tracker.start(screen=False)  # leak samples read the process state themselves
     reports = rerun_unlogged(item, nextitem)
     measured = tracker.finish(start)
     return measured if all(report.passed for report in reports) else None

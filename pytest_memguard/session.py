@@ -198,7 +198,7 @@ class MemguardSession:
         self._running, self._reported_while_running = item.nodeid, False
         if self._first_test_at is None:
             self._first_test_at = time.perf_counter()
-        start = self.tracker.start()
+        start = self.tracker.start(screen=self._screens(plan))
         reports = runtestprotocol(item, nextitem=nextitem, log=False)
         measurement = self.tracker.finish(start)
         growth = self.tracker.growth(start)
@@ -317,7 +317,7 @@ class MemguardSession:
         reports: list[pytest.TestReport],
     ) -> Optional[LeakReport]:
         """Screen cheaply; re-run only a suspect to confirm (or clear) it."""
-        if plan.leaks == "off" or not self.can_rerun:
+        if not self._screens(plan):
             return None
         left = LeftBehind(
             rss=measurement.rss_retained,
@@ -356,6 +356,10 @@ class MemguardSession:
             raise
         except Exception as exc:  # a check that breaks must never end the session
             return unchecked(f"leak check failed ({type(exc).__name__}: {exc}); the test was not checked")
+
+    def _screens(self, plan: _Plan) -> bool:
+        """Whether this test is screened for leaks (which needs readings before it starts)."""
+        return plan.leaks != "off" and self.can_rerun
 
     def _slow_after(self) -> float:
         """Seconds after which a suspect with a small growth is not re-run: 50 ms, or 2% of
