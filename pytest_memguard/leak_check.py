@@ -22,10 +22,10 @@ import pytest
 from _pytest.runner import runtestprotocol
 
 from .allocation_analyzer import exclude_filters
-from .leak_detector import SCREENING, AllocationSite, LeakReport, RunSample, decide, judge_runs, quiet
+from .leak_detector import AllocationSite, LeakReport, RunSample, decide, judge_runs, quiet
 from .tracker import Measurement, Tracker
 
-__all__ = ["RERUN_COSTS_MORE_S", "confirm_leak", "measured_rerun", "rerun_unlogged", "unchecked"]
+__all__ = ["QUICK_RUNS", "confirm_leak", "measured_rerun", "rerun_unlogged", "unchecked"]
 
 
 # pytest's, pluggy's, tracemalloc's and our own frames are never where a user's test leaks (the
@@ -36,9 +36,6 @@ _HIDDEN_FRAMES = (
     "<unknown>",
 )
 TOP_SITES = 5
-#: a test that runs longer than this costs more to re-run than one full cycle collection
-#: (~20 ms in a session of a few thousand tests; measured on more-itertools)
-RERUN_COSTS_MORE_S = 0.02
 for _pattern in _HIDDEN_FRAMES:  # compile the patterns now, not between two snapshots
     fnmatch.fnmatch("", _pattern)
 
@@ -181,54 +178,56 @@ def confirm_leak(
     nextitem: Optional[pytest.Item],
     tracker: Tracker,
     *,
-    settle_blocks: Optional[int] = None,
     skip_note: Optional[str] = None,
     max_steps: int,
     first_run_rss: int,
     frames: int = 1,
-) -> Optional[LeakReport]:
+    quiet_malloc: Optional[float] = None,
+) -> LeakReport:
     """Re-run a suspect until it is clearly clean, clearly leaking, or ``max_steps`` measured
-    re-runs. ``None``: no suspect after all (see ``settle_blocks``). ``skip_note``: do not re-run
-    it (after settling, which costs no run): the report says why.
+    re-runs. ``skip_note``: do not re-run it; the report says why. ``quiet_malloc``: the C heap
+    growth per re-run that counts as moving, when lower than :data:`QUIET`'s (a small suspect).
 
-    The first run's growth is read without a collection (a full one costs ~20 ms in a big
-    session), so garbage waiting for the cycle collector can make a test a suspect by its
-    block count alone: ``settle_blocks`` (the block count before the test) asks for that
-    count again after the collection. Only blocks are settled: the collection also frees
-    garbage older than the test, which would hide real growth in bytes.
-
-    The state after the first run (collected, allocator trimmed) is the warm-up sample: one
+    The state after the first run (collected, allocator trimmed) is the warm-up sample: a
     re-run that changes nothing clears the suspect (its imports and first-call caches were
-    made by the first run). Only one that keeps moving is re-run under tracemalloc (started
-    for them if it is off: several times slower), which also names the sites that grew."""
-    already_tracing = tracemalloc.is_tracing()
-    quick = _Sampling(item, nextitem, tracker)
-    if settle_blocks is not None:
-        quick.sample(0)  # a full collection
-        # Below zero, the collection freed older garbage too, which may hide the test's growth:
-        # that only a re-run can tell.
-        if 0 <= quick.samples[0].blocks - settle_blocks < SCREENING.blocks:
-            return None
+    made by the first run). One that moved gets one more quick re-run (a cache that fills in
+    two runs, a class made per run); only one that keeps moving is re-run under tracemalloc
+    (started for them if it is off: several times slower), which also names the sites that grew."""
     if skip_note is not None:
         return unchecked(skip_note)
-    cleared = _quick_look(quick)
+    already_tracing = tracemalloc.is_tracing()
+    quick = _Sampling(item, nextitem, tracker)
+    cleared = _quick_look(quick, quiet_malloc)
     if cleared is None:
-        return _unrepeatable(2)
+        return _unrepeatable(len(quick.samples) + 1)
     if cleared:
-        return judge_runs(quick.samples, runs=2, first_run_rss=first_run_rss, traced=already_tracing)
+        # judged by the step that cleared it: an earlier one still warmed up
+        last = quick.samples[-2:]
+        return judge_runs(last, runs=len(quick.samples), first_run_rss=first_run_rss, traced=already_tracing)
     if not already_tracing:
         tracemalloc.start(frames)
     return _traced_runs(
-        item, nextitem, tracker, max_steps=max_steps, first_run_rss=first_run_rss, started=not already_tracing
+        item,
+        nextitem,
+        tracker,
+        max_steps=max_steps,
+        first_run_rss=first_run_rss,
+        started=not already_tracing,
+        done=len(quick.samples),
     )
 
 
-def _quick_look(quick: _Sampling) -> Optional[bool]:
-    """One re-run: ``True`` nothing moved, ``False`` something did, ``None`` it failed.
+#: quick re-runs before traced ones: the second forgives a first re-run that still warmed up
+QUICK_RUNS = 2
+
+
+def _quick_look(quick: _Sampling, quiet_malloc: Optional[float]) -> Optional[bool]:
+    """Up to :data:`QUICK_RUNS` re-runs: ``True`` the last one moved nothing, ``False`` every one
+    moved something, ``None`` one failed.
 
     Everything alive is frozen out of the cycle collector meanwhile, so the samples' collections
-    walk only what the re-run made (~0.1 ms, not ~20 ms). Garbage frozen in stays put, the same
-    in both samples, so it cancels out. Frozen, the collector behaves differently (what a re-run
+    walk only what the re-runs made (~0.1 ms, not ~20 ms). Garbage frozen in stays put, the same
+    in every sample, so it cancels out. Frozen, the collector behaves differently (what a re-run
     orphans of the frozen objects stays, and re-runs under it showed growth that unfrozen ones
     did not on more-itertools), so this look only ever clears a suspect: one that moved is
     judged by unfrozen re-runs. If the process froze objects itself, nothing is frozen here:
@@ -237,11 +236,13 @@ def _quick_look(quick: _Sampling) -> Optional[bool]:
     if freeze:
         gc.freeze()
     try:
-        if not quick.samples:
-            quick.sample(0)
-        if not quick.run():
-            return None
-        return quiet(quick.samples)  # samples: after the first run, after one re-run
+        quick.sample(0)  # after the first run
+        for _ in range(QUICK_RUNS):
+            if not quick.run():
+                return None
+            if quiet(quick.samples[-2:], malloc_bar=quiet_malloc):  # a leak grows in every run, the last too
+                return True
+        return False
     finally:
         if freeze:
             gc.unfreeze()
@@ -255,10 +256,11 @@ def _traced_runs(
     max_steps: int,
     first_run_rss: int,
     started: bool,
+    done: int,
 ) -> LeakReport:
-    """Re-runs under tracemalloc (``started``: by us, just now) until :func:`decide` knows."""
+    """Re-runs under tracemalloc (``started``: by us, just now) until :func:`decide` knows;
+    ``done``: runs so far (the first and the quick look's)."""
     already_tracing = not started
-    done = 2  # the first run and the quick look's re-run
     sampling = _Sampling(item, nextitem, tracker)
     try:
         for run in range(max_steps + 1):  # run 0 warms up: tracing starts, fixtures settle

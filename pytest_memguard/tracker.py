@@ -61,10 +61,12 @@ class Start(NamedTuple):
 
 
 class Growth(NamedTuple):
-    """Cheap leak-screening signals: what one run left allocated (Python blocks, C heap bytes)."""
+    """Cheap leak-screening signals: what one run left allocated (Python blocks, C heap bytes;
+    ``malloc_in_call``: the C heap bytes the test's call phase alone kept)."""
 
     blocks: int
     malloc: Optional[int]
+    malloc_in_call: Optional[int] = None
 
 
 def _lifetime_peak_reader() -> Optional[Callable[[], int]]:
@@ -348,6 +350,10 @@ class Tracker:
             blocks=sys.getallocatedblocks() - start.blocks,
             malloc=None if malloc is None or start.malloc is None else malloc - start.malloc,
         )
+
+    def malloc_in_use(self) -> Optional[int]:
+        """glibc's bytes in use now (``None`` where that cannot be read: not Linux, no glibc 2.33+)."""
+        return self._malloc() if self._malloc else None
 
     def trim(self) -> None:
         """Give freed C heap pages back to the OS (glibc), so RSS shows what is really kept."""

@@ -34,8 +34,7 @@ def test_corpus_leaks_caught_and_false_alarms_not_raised(pytester: pytest.Pytest
     shutil.copy(CORPUS, pytester.path / "leak_suite.py")
     _, tests = verdicts(pytester, "leak_suite.py")
     leaks = {name for name, entry in tests.items() if entry["verdict"] == "leak"}
-    expected = {name for name in tests if name.startswith("test_leak_")} - {"test_leak_list_1kib_per_run_slow"}
-    assert leaks == expected
+    assert leaks == {name for name in tests if name.startswith("test_leak_")}
     assert not {name for name in leaks if "clean" in name}
 
 
@@ -132,15 +131,60 @@ def test_fast_garbage():
 
 def test_garbage_waiting_for_the_collector_is_no_leak(pytester: pytest.Pytester) -> None:
     # Thousands of objects in reference cycles, unreachable when the test ends: the block count
-    # says "suspect" until the cycle collector runs. A slow test is first settled by one full
-    # collection; a fast one is re-run once with the collector frozen.
+    # says "suspect" until the cycle collector runs. A suspect is re-run once with the collector
+    # frozen, which collects what the re-run left and clears it.
     pytester.makepyfile(test_cycles=GARBAGE)
     result, tests = verdicts(pytester, "-p", "no:randomly")
     result.assert_outcomes(passed=2)
     assert tests["test_slow_garbage"]["verdict"] == tests["test_fast_garbage"]["verdict"] == "ok"
-    leak = tests["test_fast_garbage"]["leak"]
+    # Which of them the block count makes a suspect depends on what the other left: the
+    # collection inside make_garbage() also empties the interpreter's free lists.
+    checked = [tests[name]["leak"] for name in ("test_slow_garbage", "test_fast_garbage") if "leak" in tests[name]]
+    assert checked
+    assert all(isinstance(leak, dict) and not leak["confirmed"] and leak["runs"] >= 2 for leak in checked)
+
+
+def test_a_one_kib_leak_in_a_test_body_is_caught_in_unittest_classes_too(pytester: pytest.Pytester) -> None:
+    # pytest keeps ~1 KiB of C heap of its own per test (a unittest item's attributes, its
+    # reports): the test body's share, read around the call phase, is what shows a small leak
+    pytester.makepyfile(
+        test_small="""
+        import os, unittest
+        KEPT = []
+
+        class Small(unittest.TestCase):
+            def test_keeps_one_kib(self):
+                KEPT.append(os.urandom(1024))
+
+            def test_clean(self):
+                self.assertEqual(len(os.urandom(1024)), 1024)
+
+        def test_function_keeps_one_kib():
+            KEPT.append(os.urandom(1024))
+        """
+    )
+    result, tests = verdicts(pytester, "-p", "no:randomly", "--memguard-leaks=warn")
+    result.assert_outcomes(passed=3)
+    assert tests["Small::test_keeps_one_kib"]["verdict"] == "leak"
+    assert tests["test_function_keeps_one_kib"]["verdict"] == "leak"
+    assert tests["Small::test_clean"]["verdict"] == "ok"
+
+
+def test_growth_that_stops_after_two_runs_is_cleared_without_tracing(pytester: pytest.Pytester) -> None:
+    # a cache that takes two runs to fill: the quick look's second re-run sees it stop
+    pytester.makepyfile(
+        test_two="""
+        CACHE = []
+
+        def test_fills_in_two_runs():
+            if len(CACHE) < 2:
+                CACHE.append(bytearray(256 * 1024))
+        """
+    )
+    _, tests = verdicts(pytester)
+    leak = tests["test_fills_in_two_runs"]["leak"]
     assert isinstance(leak, dict)
-    assert (leak["confirmed"], leak["runs"]) == (False, 2)
+    assert (leak["confirmed"], leak["runs"]) == (False, 3)
 
 
 def test_doctests_are_checked_too(pytester: pytest.Pytester) -> None:
