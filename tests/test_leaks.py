@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from pytest_memguard.tracker import _malloc_in_use_reader
+
 CORPUS = Path(__file__).parent / "corpus" / "leak_suite.py"
+#: glibc 2.33+ (mallinfo2): the C heap's bytes in use, which sees a leak of 1 KiB per run
+C_HEAP_READABLE = _malloc_in_use_reader() is not None
+needs_c_heap = pytest.mark.skipif(not C_HEAP_READABLE, reason="needs glibc's mallinfo2 (Linux, glibc 2.33+)")
 
 LEAKY = """
 import pytest
@@ -34,7 +39,10 @@ def test_corpus_leaks_caught_and_false_alarms_not_raised(pytester: pytest.Pytest
     shutil.copy(CORPUS, pytester.path / "leak_suite.py")
     _, tests = verdicts(pytester, "leak_suite.py")
     leaks = {name for name, entry in tests.items() if entry["verdict"] == "leak"}
-    assert leaks == {name for name in tests if name.startswith("test_leak_")}
+    expected = {name for name in tests if name.startswith("test_leak_")}
+    if not C_HEAP_READABLE:  # without glibc's count, 1 KiB per run is below every other bar
+        expected.discard("test_leak_list_1kib_per_run_slow")
+    assert leaks == expected
     assert not {name for name in leaks if "clean" in name}
 
 
@@ -144,6 +152,7 @@ def test_garbage_waiting_for_the_collector_is_no_leak(pytester: pytest.Pytester)
     assert all(isinstance(leak, dict) and not leak["confirmed"] and leak["runs"] >= 2 for leak in checked)
 
 
+@needs_c_heap
 def test_a_one_kib_leak_in_a_test_body_is_caught_in_unittest_classes_too(pytester: pytest.Pytester) -> None:
     # pytest keeps ~1 KiB of C heap of its own per test (a unittest item's attributes, its
     # reports): the test body's share, read around the call phase, is what shows a small leak
