@@ -97,24 +97,27 @@ class Screening:
             and not left.fds
         )
 
-    def small_malloc(self, left: LeftBehind) -> bool:
-        """A suspect whose C heap growth is below the whole run's bar: a re-run must be watched
-        for growth of that size (the call phase's bar), or it would pass for quiet."""
-        return left.malloc is not None and left.malloc < self.malloc
+    def by_call_malloc(self, left: LeftBehind) -> bool:
+        """Whether its call phase and its whole run both kept :attr:`malloc_in_call` of C heap.
+        A suspect by that must have its re-runs watched for C heap growth of that size, or what
+        made it a suspect would pass for quiet."""
+        return (
+            left.malloc is not None
+            and left.malloc_in_call is not None
+            and min(left.malloc, left.malloc_in_call) >= self.malloc_in_call
+        )
 
-    def suspect(self, left: LeftBehind) -> bool:
+    def _by_other(self, left: LeftBehind) -> bool:
         return (
             left.blocks >= self.blocks
             or left.rss >= self.rss
             or (left.malloc is not None and left.malloc >= self.malloc)
-            or (
-                left.malloc is not None
-                and left.malloc_in_call is not None
-                and min(left.malloc, left.malloc_in_call) >= self.malloc_in_call
-            )
             or (left.heap is not None and left.heap >= self.heap)
             or (left.fds is not None and left.fds >= self.fds)
         )
+
+    def suspect(self, left: LeftBehind) -> bool:
+        return self._by_other(left) or self.by_call_malloc(left)
 
 
 SCREENING = Screening()

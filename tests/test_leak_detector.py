@@ -135,6 +135,9 @@ def test_a_small_c_heap_growth_counts_when_the_test_body_kept_it() -> None:
     assert not screen.suspect(LeftBehind(rss=0, malloc=1800, blocks=30, heap=None, fds=0, malloc_in_call=200))
     # no C heap readings (not glibc): nothing to go by
     assert not screen.suspect(LeftBehind(rss=0, malloc=None, blocks=30, heap=None, fds=0, malloc_in_call=None))
+    # the re-runs of such a suspect are watched with the same 1 KiB bar, whatever else it grew by
+    assert screen.by_call_malloc(LeftBehind(rss=0, malloc=2200, blocks=900, heap=None, fds=0, malloc_in_call=1072))
+    assert not screen.by_call_malloc(LeftBehind(rss=0, malloc=9000, blocks=900, heap=None, fds=0, malloc_in_call=10))
 
 
 def test_small_growth_covers_what_the_free_lists_can_hold() -> None:
