@@ -337,7 +337,7 @@ class Tracker:
             heap=self._heap(),
             lifetime_peak=lifetime,
             blocks=sys.getallocatedblocks() if screen else None,
-            malloc=self._malloc() if screen and self._malloc else None,
+            malloc=self.malloc_in_use() if screen else None,
         )
 
     def growth(self, start: Start) -> Growth:
@@ -345,7 +345,7 @@ class Tracker:
         nothing when ``start`` was taken without ``screen``."""
         if start.blocks is None:
             return Growth(blocks=0, malloc=None)
-        malloc = self._malloc() if self._malloc and start.malloc is not None else None
+        malloc = self.malloc_in_use() if start.malloc is not None else None
         return Growth(
             blocks=sys.getallocatedblocks() - start.blocks,
             malloc=None if malloc is None or start.malloc is None else malloc - start.malloc,
@@ -367,7 +367,7 @@ class Tracker:
             sys.getallocatedblocks(),
             self._fds(),
             tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None,
-            self._malloc() if self._malloc else None,
+            self.malloc_in_use(),
         )
 
     def finish(self, start: Start) -> Measurement:
