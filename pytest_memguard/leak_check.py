@@ -186,7 +186,8 @@ def confirm_leak(
 ) -> LeakReport:
     """Re-run a suspect until it is clearly clean, clearly leaking, or ``max_steps`` measured
     re-runs. ``skip_note``: do not re-run it; the report says why. ``quiet_malloc``: the C heap
-    growth per re-run that counts as moving, when lower than :data:`QUIET`'s (a small suspect).
+    growth per re-run that counts as moving, when lower than :data:`QUIET`'s (a suspect by
+    its call phase's C heap).
 
     The state after the first run (collected, allocator trimmed) is the warm-up sample: a
     re-run that changes nothing clears the suspect (its imports and first-call caches were

@@ -238,8 +238,8 @@ QUIET: dict[str, float] = {
 
 def quiet(samples: Sequence[RunSample], *, malloc_bar: Optional[float] = None) -> bool:
     """Nothing grew in any step by as much as :data:`QUIET` says (the heap: when traced).
-    ``malloc_bar``: a lower C heap bar, for a suspect whose whole growth was that small (what
-    made it a suspect must not pass for quiet)."""
+    ``malloc_bar``: a lower C heap bar, for a suspect by what its call phase kept
+    (:meth:`Screening.by_call_malloc`): what made it a suspect must not pass for quiet."""
     bars = QUIET if malloc_bar is None else {**QUIET, "malloc": malloc_bar}
     for signal, bar in bars.items():
         steps = _steps(samples, signal)
