@@ -123,7 +123,8 @@ class Screening:
 SCREENING = Screening()
 #: blocks one run can add without keeping anything: CPython keeps up to 2,000 freed tuples of
 #: each small size for reuse (and floats, lists, dicts), and they count as allocated until a
-#: full collection empties those free lists
+#: full collection empties those free lists (screening empties them around each test, but
+#: cannot in a process that froze objects itself)
 FREE_LIST_BLOCKS = 4096
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import tracemalloc
@@ -119,6 +120,37 @@ def test_tracker_sees_a_short_spike_and_what_is_kept(tracker: Tracker) -> None:
     assert measured.heap_retained is not None
     assert 16 * MIB <= measured.heap_retained < 17 * MIB
     del kept
+
+
+def _fill_free_lists() -> None:
+    """Make and drop thousands of small tuples (and floats): freed into the interpreter's free
+    lists, they still count as allocated blocks until a full collection empties those."""
+    made = [(i, i + 0.5) for i in range(20_000)]
+    del made
+
+
+def test_screening_does_not_count_what_the_free_lists_keep(tracker: Tracker) -> None:
+    start = tracker.start(screen=True)
+    _fill_free_lists()
+    kept = [object() for _ in range(300)]
+    tracker.finish(start)
+    growth = tracker.growth(start)
+    assert start.free_lists_emptied
+    assert 300 <= growth.blocks < 600  # the 300 kept (and their list), not ~2,000 cached tuples
+    del kept
+
+
+def test_screening_leaves_objects_the_process_froze_alone(tracker: Tracker) -> None:
+    gc.freeze()  # as a suite may do after its imports, to spare the collector
+    try:
+        frozen = gc.get_freeze_count()
+        start = tracker.start(screen=True)
+        tracker.finish(start)
+        tracker.growth(start)
+        assert not start.free_lists_emptied
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
 
 
 def test_tracker_counts_file_descriptors(tracker: Tracker) -> None:
