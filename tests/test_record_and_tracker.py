@@ -140,6 +140,22 @@ def test_screening_does_not_count_what_the_free_lists_keep(tracker: Tracker) -> 
     del kept
 
 
+def test_a_test_can_start_from_the_last_tests_end_reading(tracker: Tracker) -> None:
+    first = tracker.start(screen=True)
+    tracker.finish(first)
+    tracker.growth(first)
+    between = [object() for _ in range(300)]  # made after that reading: counted as the next test's
+    second = tracker.start(screen=True, follows_last=True)
+    tracker.finish(second)
+    assert tracker.growth(second).blocks >= 300
+    tracker.start(screen=False)  # a run that screens nothing (a hidden re-run) ends the chain
+    more = [object() for _ in range(300)]
+    fresh = tracker.start(screen=True, follows_last=True)
+    tracker.finish(fresh)
+    assert tracker.growth(fresh).blocks < 300  # read afresh: what came before is not counted
+    del between, more
+
+
 def test_screening_leaves_objects_the_process_froze_alone(tracker: Tracker) -> None:
     gc.freeze()  # as a suite may do after its imports, to spare the collector
     try:
