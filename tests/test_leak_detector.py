@@ -175,3 +175,16 @@ def test_quiet_samples_need_no_closer_look() -> None:
     assert quiet(samples([0], malloc_steps=[1088]))
     assert not quiet(samples([0], malloc_steps=[1072]), malloc_bar=1024)
     assert quiet(samples([0], malloc_steps=[192]), malloc_bar=1024)
+
+
+def test_bytes_per_run_leaves_out_page_steps_of_rss_below_its_floor() -> None:
+    # A 1 KiB/run leak: RSS moved by a page in most steps, the heaps by what was kept.
+    small = LeakReport(
+        True, 7, rss_per_run=4096, heap_per_run=1057, malloc_per_run=1072, blocks_per_run=1.0, fds_per_run=0.0
+    )
+    assert small.bytes_per_run == 1072
+    assert small.summary().startswith("leaks 1.0 KiB/run")
+    # Memory only RSS sees (mmap, say) still counts above the floor, and alone where nothing finer is read.
+    native = LeakReport(True, 7, 4 * MIB, 0, 0, 0.0, 0.0)
+    assert native.bytes_per_run == 4 * MIB
+    assert LeakReport(True, 7, 4096, None, None, 0.0, 0.0).bytes_per_run == 4096
