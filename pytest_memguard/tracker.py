@@ -478,6 +478,8 @@ class Tracker:
         heap_now: Optional[int] = None
         heap_peak: Optional[int] = None
         if start.heap is not None and tracemalloc.is_tracing():
+            if start.free_lists_emptied:  # as before the start's reading: what they hold is not the test's
+                _empty_free_lists()
             heap_now, heap_peak_abs = tracemalloc.get_traced_memory()
             heap_peak = max(0, heap_peak_abs - start.heap)
         rss = self._rss()
