@@ -25,7 +25,7 @@ from .allocation_analyzer import exclude_filters
 from .leak_detector import AllocationSite, LeakReport, RunSample, decide, judge_runs, quiet
 from .tracker import Measurement, Tracker
 
-__all__ = ["QUICK_RUNS", "confirm_leak", "measured_rerun", "rerun_unlogged", "reruns_so_far", "unchecked"]
+__all__ = ["QUICK_RUNS", "confirm_leak", "measured_rerun", "rerun_unlogged", "unchecked"]
 
 
 # pytest's, pluggy's, tracemalloc's and our own frames are never where a user's test leaks (the
@@ -50,14 +50,6 @@ def _hidden(filename: str) -> bool:
     return any(fnmatch.fnmatch(filename, pattern) for pattern in _HIDDEN_FRAMES)
 
 
-_reruns = 0  # hidden re-runs so far in this process
-
-
-def reruns_so_far() -> int:
-    """How many hidden re-runs this process made: whether any ran between two readings."""
-    return _reruns
-
-
 def rerun_unlogged(item: pytest.Item, nextitem: Optional[pytest.Item]) -> list[pytest.TestReport]:
     """Run ``item`` again; its reports go nowhere (not the terminal, not JUnit, not xdist).
 
@@ -68,8 +60,6 @@ def rerun_unlogged(item: pytest.Item, nextitem: Optional[pytest.Item]) -> list[p
     # itself; what a hidden re-run adds is dropped, or it would show, and look like a leak.
     sections: list[object] = getattr(item, "_report_sections", [])
     kept_sections, kept_properties = len(sections), len(item.user_properties)
-    global _reruns
-    _reruns += 1
     _restore_doctest_globals(item)
     try:
         with warnings.catch_warnings(record=True):

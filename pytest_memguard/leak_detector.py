@@ -123,8 +123,7 @@ class Screening:
 SCREENING = Screening()
 #: blocks one run can add without keeping anything: CPython keeps up to 2,000 freed tuples of
 #: each small size for reuse (and floats, lists, dicts), and they count as allocated until a
-#: full collection empties those free lists (screening empties them around each test, but
-#: cannot in a process that froze objects itself)
+#: full collection empties those free lists
 FREE_LIST_BLOCKS = 4096
 
 
@@ -149,10 +148,12 @@ class LeakReport:
         """Bytes kept per run: the largest of the Python heap's, the C heap's and RSS's growth
         (each sees what the others miss: native buffers, small objects in arenas). RSS grows by
         whole pages, and under tracing tracemalloc's own tables add to it: below its floor it
-        counts only where neither heap is read (a 1 KiB/run leak read as 4.0 KiB/run)."""
+        counts only where neither heap is read or it exceeds them by 64 KiB (memory only RSS
+        sees, mmap'd say); else a 1 KiB/run leak read as 4.0 KiB/run."""
         finer = [value for value in (self.heap_per_run, self.malloc_per_run) if value is not None]
-        rss = self.rss_per_run if self.rss_per_run >= FLOORS["rss"] or not finer else 0
-        return max([rss, *finer, 0])
+        finest = max(finer, default=0)
+        coarse = self.rss_per_run >= FLOORS["rss"] or not finer or self.rss_per_run - finest >= 64 * KIB
+        return max(self.rss_per_run if coarse else 0, finest, 0)
 
     def summary(self) -> str:
         """One line: how much per run, of what, confirmed by how many runs."""

@@ -20,7 +20,7 @@ from . import __version__
 from .allocation_result import AllocationAnalysis
 from .baseline import BaselineError, Finding, write_atomic
 from .gate import BaselineGate, GateResult, lowest, verdict_for
-from .leak_check import confirm_leak, measured_rerun, reruns_so_far, unchecked
+from .leak_check import confirm_leak, measured_rerun, unchecked
 from .leak_detector import SCREENING, LeakReport, LeftBehind
 from .limits import HEAP_KEYS, RETAINED_KEYS, Breach, Limit, LimitError, check_limits, merge_limits, parse_limits
 from .record import MemoryRecord, Verdict
@@ -107,7 +107,6 @@ class MemguardSession:
         self._reported_while_running = False
         self._watch_call = False  # read the C heap around the running test's call phase
         self._malloc_in_call: Optional[int] = None
-        self._quiet_since: Optional[int] = None  # hidden re-runs counted at the last screened test's end
         self._first_test_at: Optional[float] = None
         self.write_errors: list[str] = []
         self.gate: Optional[BaselineGate] = None
@@ -195,7 +194,6 @@ class MemguardSession:
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: Optional[pytest.Item]) -> Optional[bool]:
         plan = item.stash.get(_PLAN, None)
         if plan is None or plan.error is not None:
-            self._quiet_since = None  # a test we do not screen runs between two we do
             return None  # pytest's own protocol; a bad marker fails in setup
         ihook = item.ihook
         ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
@@ -204,12 +202,10 @@ class MemguardSession:
             self._first_test_at = time.perf_counter()
         screen = self._screens(plan)
         self._watch_call, self._malloc_in_call = screen, None
-        follows = screen and self._quiet_since == reruns_so_far()  # no hidden re-run since the last test's end
-        start = self.tracker.start(screen=screen, follows_last=follows)
+        start = self.tracker.start(screen=screen)
         reports = runtestprotocol(item, nextitem=nextitem, log=False)
         measurement = self.tracker.finish(start)
         growth = self.tracker.growth(start)._replace(malloc_in_call=self._malloc_in_call)
-        self._quiet_since = reruns_so_far() if screen else None
         self._running, self._watch_call = None, False
         try:
             if any(report.when == "call" for report in reports):

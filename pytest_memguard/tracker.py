@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import gc
 import os
 import sys
 import threading
@@ -64,7 +63,6 @@ class Start(NamedTuple):
     lifetime_peak: Optional[int]
     blocks: Optional[int] = None  # with malloc: leak screening's readings, when asked for
     malloc: Optional[int] = None
-    free_lists_emptied: bool = False  # before ``blocks`` was read
 
 
 class Growth(NamedTuple):
@@ -97,12 +95,22 @@ class _ProcFiles:
 
         self._usage = functools.partial(resource.getrusage, resource.RUSAGE_SELF)
         self.statm = os.open("/proc/self/statm", os.O_RDONLY)
-        self.status = os.open("/proc/self/status", os.O_RDONLY)
-        self.fd_dir = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
         try:
-            self.clear_refs: Optional[int] = os.open("/proc/self/clear_refs", os.O_WRONLY)
+            self.status = os.open("/proc/self/status", os.O_RDONLY)
+        except OSError:
+            os.close(self.statm)
+            raise
+        try:  # optional: without it fds are counted by listing the folder
+            self.fd_dir: Optional[int] = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            self.fd_dir = None
+        self.clear_refs: Optional[int] = None
+        try:
+            self.clear_refs = os.open("/proc/self/clear_refs", os.O_WRONLY)
             os.write(self.clear_refs, b"5")
         except OSError:  # no permission (some containers), or an old kernel
+            if self.clear_refs is not None:
+                os.close(self.clear_refs)
             self.clear_refs = None
         self._hwm_ok = self.clear_refs is not None and self.high_water_mark() is not None
         self._maxrss_follows = False
@@ -140,8 +148,9 @@ class _ProcFiles:
 
     def fd_count(self) -> int:
         """Open fds, these files' own included, from the size Linux 6.2+ gives ``/proc/self/fd``
-        (0 before): one ``fstat`` (~2 µs) where listing the folder takes ~8 µs."""
-        return os.fstat(self.fd_dir).st_size
+        (0 before, or when it could not be opened): one ``fstat`` (~2 µs) where listing the
+        folder takes ~8 µs."""
+        return os.fstat(self.fd_dir).st_size if self.fd_dir is not None else 0
 
     def close(self) -> None:
         for fd in (self.statm, self.status, self.fd_dir, self.clear_refs):
@@ -253,22 +262,6 @@ def _malloc_in_use_reader() -> Optional[Callable[[], int]]:
     return read
 
 
-def _empty_free_lists() -> bool:
-    """Empty the interpreter's free lists (up to 2,000 freed tuples of each small size, and
-    floats, lists, dicts kept for reuse), which count as allocated blocks: a test that only
-    filled them would look like it kept thousands of objects. A full collection empties them;
-    with everything frozen it walks no objects (~4 µs). ``False`` (nothing done) when the
-    process froze objects itself: unfreezing cannot tell ours from its own."""
-    if gc.get_freeze_count():
-        return False
-    gc.freeze()
-    try:
-        gc.collect()
-    finally:
-        gc.unfreeze()
-    return True
-
-
 def high_water_mark_resettable() -> bool:
     """Whether this process can reset and read its kernel RSS high-water mark."""
     if not sys.platform.startswith("linux"):
@@ -309,7 +302,6 @@ class Tracker:
         self._trim: Optional[Callable[[], object]] = None
         self._malloc: Optional[Callable[[], int]] = None
         self._fill_tcache: Optional[Callable[[], None]] = None
-        self._last_blocks: Optional[int] = None  # the last growth()'s block count (free lists emptied)
         self.notes: list[str] = []
 
     # -- set-up -------------------------------------------------------------
@@ -331,7 +323,7 @@ class Tracker:
                 self._proc = _ProcFiles()
             except OSError as exc:
                 self.notes.append(f"/proc/self is not readable ({exc.strerror}); using psutil")
-        if self._proc is not None and self._proc.fd_count() > 0:
+        if self._proc is not None and self._proc.fd_count() == _count_fds_linux() > 0:
             self._count_fds = self._proc.fd_count
         elif os.path.isdir("/proc/self/fd"):
             self._count_fds = _count_fds_linux
@@ -381,13 +373,9 @@ class Tracker:
             return tracemalloc.get_traced_memory()[0]
         return None
 
-    def start(self, *, screen: bool = True, follows_last: bool = False) -> Start:
+    def start(self, *, screen: bool = True) -> Start:
         """Readings before a test; also resets the peak meters. ``screen``: also read what leak
-        screening needs (the block count walks every pymalloc pool: ~40 µs in a big heap),
-        with the free lists emptied first. ``follows_last``: nothing but pytest's logging ran
-        since the last :meth:`growth`, so its block count serves as this test's start (~30 µs
-        less; the logging's few blocks count as this test's)."""
-        last_blocks, self._last_blocks = self._last_blocks, None
+        screening needs (the block count walks every pymalloc pool: ~40 µs in a big heap)."""
         if not self._ready:
             self._prepare()
         fds = self._fds()
@@ -405,40 +393,23 @@ class Tracker:
             self._proc.reset_peak(rss)
         elif self._sampler is not None:
             self._sampler.reset(rss)
-        blocks: Optional[int] = None
-        emptied = False
-        if screen and follows_last and last_blocks is not None:
-            blocks, emptied = last_blocks, True
-        elif screen:
-            emptied = _empty_free_lists()
-            blocks = sys.getallocatedblocks()
         return Start(
             rss=rss,
             fds=fds,
             heap=self._heap(),
             lifetime_peak=lifetime,
-            blocks=blocks,
+            blocks=sys.getallocatedblocks() if screen else None,
             malloc=self.malloc_in_use() if screen else None,
-            free_lists_emptied=emptied,
         )
 
     def growth(self, start: Start) -> Growth:
         """What the run left allocated since ``start`` (read right after :meth:`finish`);
-        nothing when ``start`` was taken without ``screen``.
-
-        The young generations are collected first (~10 µs): the test's own cyclic garbage
-        was not kept, and left for later it would go to the oldest generation with everything
-        else when the free lists are emptied. ``finish`` has read RSS before this."""
+        nothing when ``start`` was taken without ``screen``."""
         if start.blocks is None:
             return Growth(blocks=0, malloc=None)
-        gc.collect(1)
-        # If they cannot be emptied now, blocks read high: a suspect, never a miss.
-        emptied = start.free_lists_emptied and _empty_free_lists()
         malloc = self.malloc_in_use() if start.malloc is not None else None
-        blocks = sys.getallocatedblocks()
-        self._last_blocks = blocks if emptied else None
         return Growth(
-            blocks=blocks - start.blocks,
+            blocks=sys.getallocatedblocks() - start.blocks,
             malloc=None if malloc is None or start.malloc is None else malloc - start.malloc,
         )
 
@@ -478,8 +449,6 @@ class Tracker:
         heap_now: Optional[int] = None
         heap_peak: Optional[int] = None
         if start.heap is not None and tracemalloc.is_tracing():
-            if start.free_lists_emptied:  # as before the start's reading: what they hold is not the test's
-                _empty_free_lists()
             heap_now, heap_peak_abs = tracemalloc.get_traced_memory()
             heap_peak = max(0, heap_peak_abs - start.heap)
         rss = self._rss()
@@ -518,6 +487,7 @@ class Tracker:
         if self._proc is not None:
             self._proc.close()
             self._proc = None
+        self._count_fds = None  # it may read one of the files just closed
         if self._started_tracing:
             tracemalloc.stop()
             self._started_tracing = False

@@ -188,3 +188,4 @@ def test_bytes_per_run_leaves_out_page_steps_of_rss_below_its_floor() -> None:
     native = LeakReport(True, 7, 4 * MIB, 0, 0, 0.0, 0.0)
     assert native.bytes_per_run == 4 * MIB
     assert LeakReport(True, 7, 4096, None, None, 0.0, 0.0).bytes_per_run == 4096
+    assert LeakReport(True, 7, 200 * KIB, 0, 1024, 0.0, 2.0).bytes_per_run == 200 * KIB  # fds with mmap'd buffers

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 import tracemalloc
@@ -120,63 +119,6 @@ def test_tracker_sees_a_short_spike_and_what_is_kept(tracker: Tracker) -> None:
     assert measured.heap_retained is not None
     assert 16 * MIB <= measured.heap_retained < 17 * MIB
     del kept
-
-
-def _fill_free_lists() -> None:
-    """Make and drop thousands of small tuples (and floats): freed into the interpreter's free
-    lists, they still count as allocated blocks until a full collection empties those."""
-    made = [(i, i + 0.5) for i in range(20_000)]
-    del made
-
-
-def test_screening_does_not_count_what_the_free_lists_keep(tracker: Tracker) -> None:
-    start = tracker.start(screen=True)
-    _fill_free_lists()
-    kept = [object() for _ in range(300)]
-    tracker.finish(start)
-    growth = tracker.growth(start)
-    assert start.free_lists_emptied
-    assert 300 <= growth.blocks < 600  # the 300 kept (and their list), not ~2,000 cached tuples
-    del kept
-
-
-def test_the_heap_figure_leaves_out_the_free_lists_too(tracker: Tracker) -> None:
-    # Screening empties the free lists before the start's readings; what the test puts back
-    # in them must not read as heap it kept.
-    start = tracker.start(screen=True)
-    _fill_free_lists()
-    measured = tracker.finish(start)
-    assert measured.heap_retained is not None
-    assert measured.heap_retained < 16 * 1024
-
-
-def test_a_test_can_start_from_the_last_tests_end_reading(tracker: Tracker) -> None:
-    first = tracker.start(screen=True)
-    tracker.finish(first)
-    tracker.growth(first)
-    between = [object() for _ in range(300)]  # made after that reading: counted as the next test's
-    second = tracker.start(screen=True, follows_last=True)
-    tracker.finish(second)
-    assert tracker.growth(second).blocks >= 300
-    tracker.start(screen=False)  # a run that screens nothing (a hidden re-run) ends the chain
-    more = [object() for _ in range(300)]
-    fresh = tracker.start(screen=True, follows_last=True)
-    tracker.finish(fresh)
-    assert tracker.growth(fresh).blocks < 300  # read afresh: what came before is not counted
-    del between, more
-
-
-def test_screening_leaves_objects_the_process_froze_alone(tracker: Tracker) -> None:
-    gc.freeze()  # as a suite may do after its imports, to spare the collector
-    try:
-        frozen = gc.get_freeze_count()
-        start = tracker.start(screen=True)
-        tracker.finish(start)
-        tracker.growth(start)
-        assert not start.free_lists_emptied
-        assert gc.get_freeze_count() == frozen
-    finally:
-        gc.unfreeze()
 
 
 def test_a_settled_c_heap_reading_sees_a_chunk_glibcs_cache_served(tracker: Tracker) -> None:
