@@ -34,7 +34,8 @@ _SAMPLE_INTERVAL_S = 0.002
 # A test whose RSS rose by this much may only look that way because the C allocator
 # keeps freed pages; give them back (malloc_trim) and read again before calling it retained.
 _TRIM_AT_BYTES = 1024 * 1024
-# getrusage's mark reads from counters the kernel sums lazily (per CPU), /proc exactly: allow that much apart
+# getrusage's mark reads from counters the kernel sums lazily (per CPU), /proc exactly: allow that
+# much apart (so a peak can read up to this much high when an exec's mark sits just above a start)
 _MAXRSS_SLACK = 256 * 1024
 
 
@@ -211,7 +212,8 @@ class _MallInfo2(ctypes.Structure):
 # glibc keeps up to 7 freed chunks of each size up to 1,040 B in a per-thread cache (tcache),
 # and counts them as in use. Python asks malloc itself for requests over 512 B (pymalloc
 # serves the rest), so the sizes it uses there are the chunks of 528..1,040 B. A bytes
-# object of n bytes is a request of n + 33 B, a chunk of n + 41 B rounded up to 16.
+# object of n bytes is a request of n + 33 B, a chunk of n + 41 B rounded up to 16. (With
+# PYTHONMALLOC=malloc or debug hooks the sizes shift and the fill is partial: no worse than none.)
 _TCACHE_FILL_SIZES = tuple(chunk - 41 for chunk in range(528, 1041, 16))
 _ZERO_BYTES = b"\0".__mul__  # map()ped over the sizes: ~2x faster than a comprehension
 
