@@ -238,7 +238,9 @@ def _tcache_filler() -> Optional[Callable[[], None]]:
     sizes = tuple(size for size in _TCACHE_FILL_SIZES for _ in range(count))
 
     def fill() -> None:
-        held = list(map(_ZERO_BYTES, sizes))  # all at once: each size's chunks come from its bin first
+        # All at once: each size's chunks come from its bin first. A tuple this long is freed
+        # outright; a list would stay in the list free list, one block more than was read.
+        held = tuple(map(_ZERO_BYTES, sizes))
         del held
 
     return fill
@@ -437,13 +439,17 @@ class Tracker:
             self._trim()
 
     def state(self) -> tuple[int, int, Optional[int], Optional[int], Optional[int]]:
-        """Absolute ``(rss, blocks, fds, heap, malloc)`` now; heap whenever tracemalloc runs."""
+        """Absolute ``(rss, blocks, fds, heap, malloc)`` now; heap whenever tracemalloc runs; malloc
+        with glibc's per-thread cache filled (:meth:`malloc_settled`). The fill comes first: it
+        leaves two blocks in the free lists, the same in every state, which a reading taken
+        before it would see go at the next collection."""
+        malloc = self.malloc_settled()
         return (
             self._rss(),
             sys.getallocatedblocks(),
             self._fds(),
             tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None,
-            self.malloc_settled(),
+            malloc,
         )
 
     def finish(self, start: Start) -> Measurement:
