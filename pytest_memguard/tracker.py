@@ -95,17 +95,23 @@ class _ProcFiles:
         import resource  # Linux only, like this class
 
         self._usage = functools.partial(resource.getrusage, resource.RUSAGE_SELF)
-        self.statm = os.open("/proc/self/statm", os.O_RDONLY)
+        self.statm = self.status = -1  # -1: not open
+        self.fd_dir: Optional[int] = None
+        self.clear_refs: Optional[int] = None
+        self._maxrss_follows = False
         try:
-            self.status = os.open("/proc/self/status", os.O_RDONLY)
-        except OSError:
-            os.close(self.statm)
+            self._open()
+        except BaseException:  # leave no file open behind a failed set-up
+            self.close()
             raise
+
+    def _open(self) -> None:
+        self.statm = os.open("/proc/self/statm", os.O_RDONLY)
+        self.status = os.open("/proc/self/status", os.O_RDONLY)
         try:  # optional: without it fds are counted by listing the folder
-            self.fd_dir: Optional[int] = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
+            self.fd_dir = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
         except OSError:
             self.fd_dir = None
-        self.clear_refs: Optional[int] = None
         try:
             self.clear_refs = os.open("/proc/self/clear_refs", os.O_WRONLY)
             os.write(self.clear_refs, b"5")
@@ -114,7 +120,6 @@ class _ProcFiles:
                 os.close(self.clear_refs)
             self.clear_refs = None
         self._hwm_ok = self.clear_refs is not None and self.high_water_mark() is not None
-        self._maxrss_follows = False
 
     @property
     def can_reset_peak(self) -> bool:
@@ -155,8 +160,10 @@ class _ProcFiles:
 
     def close(self) -> None:
         for fd in (self.statm, self.status, self.fd_dir, self.clear_refs):
-            if fd is not None:
+            if fd is not None and fd >= 0:
                 os.close(fd)
+        self.statm = self.status = -1
+        self.fd_dir = self.clear_refs = None
 
 
 class _Sampler:
@@ -212,8 +219,8 @@ class _MallInfo2(ctypes.Structure):
 # glibc keeps up to 7 freed chunks of each size up to 1,040 B in a per-thread cache (tcache),
 # and counts them as in use. Python asks malloc itself for requests over 512 B (pymalloc
 # serves the rest), so the sizes it uses there are the chunks of 528..1,040 B. A bytes
-# object of n bytes is a request of n + 33 B, a chunk of n + 41 B rounded up to 16. (With
-# PYTHONMALLOC=malloc or debug hooks the sizes shift and the fill is partial: no worse than none.)
+# object of n bytes is a request of n + 33 B, a chunk of n + 41 B rounded up to 16. (Under
+# PYTHONMALLOC=malloc, objects of 512 B and less go to malloc too, into bins this leaves alone.)
 _TCACHE_FILL_SIZES = tuple(chunk - 41 for chunk in range(528, 1041, 16))
 _ZERO_BYTES = b"\0".__mul__  # map()ped over the sizes: ~2x faster than a comprehension
 
@@ -272,7 +279,7 @@ def high_water_mark_resettable() -> bool:
         return False
     try:
         files = _ProcFiles()
-    except OSError:
+    except (OSError, ImportError, ValueError):
         return False
     try:
         return files.can_reset_peak
@@ -325,8 +332,9 @@ class Tracker:
         if sys.platform.startswith("linux"):
             try:
                 self._proc = _ProcFiles()
-            except OSError as exc:
-                self.notes.append(f"/proc/self is not readable ({exc.strerror}); using psutil")
+            except (OSError, ImportError, ValueError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else exc
+                self.notes.append(f"/proc/self is not readable ({reason}); using psutil")
         if self._proc is not None and self._proc.fd_count() == _count_fds_linux() > 0:
             self._count_fds = self._proc.fd_count
         elif os.path.isdir("/proc/self/fd"):
@@ -423,10 +431,13 @@ class Tracker:
 
     def malloc_settled(self) -> Optional[int]:
         """glibc's bytes in use with its per-thread cache filled first (see :func:`_tcache_filler`).
-        Two such readings differ by what was kept between them, to the byte, for the sizes that
-        cache keeps; plain readings can miss a kept chunk the cache served (a leak of ~1 KiB
+        Two such readings differ by what was kept between them, to the byte, for chunks of
+        528..1,040 B (the cache also keeps smaller ones, which C code mallocs; those are not
+        filled). Plain readings can miss a kept chunk the cache served (a leak of ~1 KiB
         objects, for up to 7 runs) or count freed chunks it caught (a clean test's first use of
-        a size). 30-60 µs more (it writes ~180 KiB), so only a suspect's re-runs read it."""
+        a size). 30-60 µs more (it writes ~180 KiB), so only a suspect's re-runs read it; they
+        leave the bins full, so a test screened next cannot see such a chunk kept in its
+        first run either."""
         if self._malloc is None:
             return None
         if self._fill_tcache is not None:

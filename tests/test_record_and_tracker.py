@@ -203,7 +203,8 @@ def test_the_peak_falls_back_to_proc_when_getrusage_keeps_an_older_mark(monkeypa
     try:
         rss = files.rss()
         files.reset_peak(rss)
-        assert abs((files.peak() or 0) - (files.high_water_mark() or 0)) <= 1 * MIB  # getrusage, lazily summed
+        # getrusage reads counters summed lazily per CPU: ~0.2 MiB apart on 2 cores, more on many
+        assert abs((files.peak() or 0) - (files.high_water_mark() or 0)) <= 16 * MIB
         # As after an exec from a bigger process: ru_maxrss stays above anything this process reaches.
         monkeypatch.setattr(files, "_maxrss", lambda: rss + 512 * MIB)
         files.reset_peak(rss)

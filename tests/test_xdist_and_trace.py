@@ -27,7 +27,8 @@ def test_over():
 def _summary(output: str) -> list[str]:
     """The memguard section with the figures blanked out (they differ between processes), and
     without leak screening's count of suspects: which test's first run crosses a screening
-    bar depends on the process it runs in (what earlier tests left in its heap)."""
+    bar depends on the process it runs in (what earlier tests left in its heap), and with none
+    the line is not printed at all."""
     section = output.split("= memguard =", 1)[1].split("short test summary", 1)[0]
     lines = [line for line in section.splitlines()[1:] if not line.startswith("leak screening:")]
     blanked = (re.sub(r"[-+]?\d+(\.\d+)? (B|KiB|MiB|GiB)", "N", line) for line in lines)
