@@ -18,7 +18,6 @@ possible a daemon thread samples RSS, helped by the process's lifetime peak
 from __future__ import annotations
 
 import ctypes
-import functools
 import os
 import sys
 import threading
@@ -92,9 +91,7 @@ class _ProcFiles:
     """Linux ``/proc/self`` files kept open; each read is one ``pread``."""
 
     def __init__(self) -> None:
-        import resource  # Linux only, like this class
-
-        self._usage = functools.partial(resource.getrusage, resource.RUSAGE_SELF)
+        self._maxrss = _lifetime_peak_reader()  # getrusage's ru_maxrss, ~1 µs
         self.statm = self.status = -1  # -1: not open
         self.fd_dir: Optional[int] = None
         self.clear_refs: Optional[int] = None
@@ -136,14 +133,13 @@ class _ProcFiles:
         # kernel keeps for the process (left by exec) that nothing resets. It reads in ~1 µs,
         # /proc/self/status in 8-25 µs, so it is used whenever that second mark is below the
         # RSS the test starts at, which is the usual case.
-        self._maxrss_follows = self._maxrss() <= rss + _MAXRSS_SLACK
+        self._maxrss_follows = self._maxrss is not None and self._maxrss() <= rss + _MAXRSS_SLACK
 
     def peak(self) -> Optional[int]:
         """The high-water mark since :meth:`reset_peak`, in bytes."""
-        return self._maxrss() if self._maxrss_follows else self.high_water_mark()
-
-    def _maxrss(self) -> int:
-        return int(self._usage().ru_maxrss) * 1024  # Linux reports KiB
+        if self._maxrss_follows and self._maxrss is not None:
+            return self._maxrss()
+        return self.high_water_mark()
 
     def high_water_mark(self) -> Optional[int]:
         text = os.pread(self.status, 4096, 0)
@@ -279,7 +275,7 @@ def high_water_mark_resettable() -> bool:
         return False
     try:
         files = _ProcFiles()
-    except (OSError, ImportError, ValueError):
+    except (OSError, ValueError):
         return False
     try:
         return files.can_reset_peak
@@ -332,7 +328,7 @@ class Tracker:
         if sys.platform.startswith("linux"):
             try:
                 self._proc = _ProcFiles()
-            except (OSError, ImportError, ValueError) as exc:
+            except (OSError, ValueError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) else exc
                 self.notes.append(f"/proc/self is not readable ({reason}); using psutil")
         if self._proc is not None and self._proc.fd_count() == _count_fds_linux() > 0:
