@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import tracemalloc
@@ -156,6 +157,27 @@ def test_filling_glibcs_cache_adds_nothing_to_a_samples_block_count() -> None:
     # The fill leaves two blocks in the free lists; read after the block count they were
     # taken for the sample's own and went at the next collection: two blocks a step short.
     assert _idle_sample_steps(fill=True) == _idle_sample_steps(fill=False)
+
+
+def test_a_start_can_take_a_carried_block_count_instead_of_reading_it(tracker: Tracker) -> None:
+    fresh = tracker.start()
+    assert fresh.blocks is not None
+    carried = tracker.start(blocks=123)
+    assert carried.blocks == 123
+    assert (carried.malloc is None) == (fresh.malloc is None)  # the C heap is read as usual
+    unscreened = tracker.start(screen=False, blocks=123)
+    assert (unscreened.blocks, unscreened.malloc) == (None, None)
+
+
+def test_a_carried_block_count_serves_only_its_test_with_no_run_or_collection_since() -> None:
+    from pytest_memguard.session import _Carried, _collections
+
+    carried = _Carried("t.py::test_next", _collections(), 5, 10)
+    assert carried.blocks_for("t.py::test_next", runs=5) == 10
+    assert carried.blocks_for("t.py::test_other", runs=5) is None
+    assert carried.blocks_for("t.py::test_next", runs=6) is None  # a hidden re-run came between
+    gc.collect()  # it would have freed garbage the carried count still holds
+    assert carried.blocks_for("t.py::test_next", runs=5) is None
 
 
 def test_tracker_counts_file_descriptors(tracker: Tracker) -> None:
