@@ -70,6 +70,11 @@ class MemoryRecord(NamedTuple):
     leak: Optional[LeakReport] = None
     analysis: Optional[AllocationAnalysis] = None
 
+    @property
+    def plain(self) -> bool:
+        """No findings, leak or analysis: :meth:`from_properties` gives this very record back."""
+        return not self.findings and self.leak is None and self.analysis is None
+
     def to_properties(self) -> list[tuple[str, object]]:
         """``(name, value)`` pairs for ``report.user_properties``; unmeasured figures are left out."""
         props: list[tuple[str, object]] = [

@@ -11,6 +11,8 @@ import pytest
 
 from pytest_memguard import tracker as tracker_module
 from pytest_memguard.allocation_analyzer import AllocationAnalysis, GroupTotal, SiteStat
+from pytest_memguard.baseline import Finding
+from pytest_memguard.leak_detector import LeakReport
 from pytest_memguard.record import MemoryRecord, Verdict
 from pytest_memguard.tracker import Measurement, Tracker
 
@@ -23,6 +25,25 @@ def test_record_round_trips_through_user_properties() -> None:
     assert all(name.startswith("memguard_") for name, _ in props)
     assert all(isinstance(value, (int, str)) for _, value in props)
     assert MemoryRecord.from_properties(record.nodeid, props) == record
+    assert record.plain  # what lets the session keep the record it built instead of rebuilding it
+
+
+def test_a_record_with_findings_a_leak_or_an_analysis_is_not_plain() -> None:
+    base = MemoryRecord("t.py::test_a", Measurement(5 * MIB, 0, None, None, 0))
+    finding = Finding("t.py::test_a", "rss_peak", MIB, 5 * MIB, MIB)
+    leak = LeakReport(
+        confirmed=True,
+        runs=3,
+        rss_per_run=MIB,
+        heap_per_run=None,
+        malloc_per_run=None,
+        blocks_per_run=0.0,
+        fds_per_run=0.0,
+    )
+    assert base.plain
+    assert not base._replace(findings=(finding,)).plain
+    assert not base._replace(leak=leak).plain
+    assert not base._replace(analysis=analysis()).plain
 
 
 def analysis(sites: int = 7) -> AllocationAnalysis:
