@@ -191,14 +191,19 @@ def test_a_start_can_take_a_carried_block_count_instead_of_reading_it(tracker: T
 
 
 def test_a_carried_block_count_serves_only_its_test_with_no_run_or_collection_since() -> None:
-    from pytest_memguard.session import _Carried, _collections
+    from pytest_memguard.session import _Carried, _Collections
 
-    carried = _Carried("t.py::test_next", _collections(), 5, 10)
-    assert carried.blocks_for("t.py::test_next", runs=5) == 10
-    assert carried.blocks_for("t.py::test_other", runs=5) is None
-    assert carried.blocks_for("t.py::test_next", runs=6) is None  # a hidden re-run came between
-    gc.collect()  # it would have freed garbage the carried count still holds
-    assert carried.blocks_for("t.py::test_next", runs=5) is None
+    counter = _Collections()
+    gc.callbacks.append(counter)
+    try:
+        carried = _Carried("t.py::test_next", counter.count, 5, 10)
+        assert carried.blocks_for("t.py::test_next", 5, counter.count) == 10
+        assert carried.blocks_for("t.py::test_other", 5, counter.count) is None
+        assert carried.blocks_for("t.py::test_next", 6, counter.count) is None  # a hidden re-run came between
+        gc.collect(0)  # any collection may have freed garbage the carried count still holds
+        assert carried.blocks_for("t.py::test_next", 5, counter.count) is None
+    finally:
+        gc.callbacks.remove(counter)
 
 
 def test_tracker_counts_file_descriptors(tracker: Tracker) -> None:
