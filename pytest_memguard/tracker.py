@@ -17,7 +17,6 @@ possible a daemon thread samples RSS, helped by the process's lifetime peak
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 import threading
@@ -25,6 +24,8 @@ import tracemalloc
 from typing import Callable, NamedTuple, Optional
 
 import psutil
+
+from .glibc_heap import malloc_in_use_reader, malloc_trim, tcache_bytes_reader, tcache_filler
 
 __all__ = ["Measurement", "Start", "Tracker"]
 
@@ -192,83 +193,6 @@ class _Sampler:
         self._thread.join(timeout=1)
 
 
-def _malloc_trim() -> Optional[Callable[[], object]]:
-    """glibc's ``malloc_trim(0)``: returns free heap pages to the OS (~1 µs when there are none)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl, ...)
-        return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return lambda: trim(0)
-
-
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
-    ] + [("keepcost", ctypes.c_size_t)]
-
-
-# glibc keeps up to 7 freed chunks of each size up to 1,040 B in a per-thread cache (tcache),
-# and counts them as in use. Python asks malloc itself for requests over 512 B (pymalloc
-# serves the rest), so the sizes it uses there are the chunks of 528..1,040 B. A bytes
-# object of n bytes is a request of n + 33 B, a chunk of n + 41 B rounded up to 16. (Under
-# PYTHONMALLOC=malloc, objects of 512 B and less go to malloc too, into bins this leaves alone.)
-_TCACHE_FILL_SIZES = tuple(chunk - 41 for chunk in range(528, 1041, 16))
-_ZERO_BYTES = b"\0".__mul__  # map()ped over the sizes: ~2x faster than a comprehension
-
-
-def _tcache_count() -> int:
-    """Chunks the tcache keeps per size: 7 unless ``GLIBC_TUNABLES`` says otherwise."""
-    for tunable in os.environ.get("GLIBC_TUNABLES", "").split(":"):
-        name, _, value = tunable.partition("=")
-        if name.strip() == "glibc.malloc.tcache_count" and value.strip().isdigit():
-            return int(value)
-    return 7
-
-
-def _tcache_filler() -> Optional[Callable[[], None]]:
-    """Fills the tcache's bins for Python's malloc'd sizes (30-60 µs): then a chunk of those sizes
-    kept by a test shows in glibc's bytes in use even when it came from that cache (the next
-    fill takes a new chunk from the heap to replace it), and one freed does not hide in it."""
-    count = _tcache_count()
-    if not 0 < count <= 16:  # no tcache, or one too big to fill at every reading
-        return None
-
-    sizes = tuple(size for size in _TCACHE_FILL_SIZES for _ in range(count))
-
-    def fill() -> None:
-        # All at once: each size's chunks come from its bin first. A tuple this long is freed
-        # outright; a list would stay in the list free list, one block more than was read.
-        held = tuple(map(_ZERO_BYTES, sizes))
-        del held
-
-    return fill
-
-
-def _malloc_in_use_reader() -> Optional[Callable[[], int]]:
-    """glibc's bytes in use (heap + mmapped chunks) via ``mallinfo2`` (glibc 2.33+): 0.7 µs.
-    Sees C allocations tracemalloc cannot; tracemalloc's own bookkeeping is taken off."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        mallinfo2 = ctypes.CDLL(None).mallinfo2
-    except (OSError, AttributeError):
-        return None
-    mallinfo2.restype = _MallInfo2
-    mallinfo2.argtypes = []
-
-    def read() -> int:
-        info = mallinfo2()
-        own = tracemalloc.get_tracemalloc_memory() if tracemalloc.is_tracing() else 0
-        return int(info.uordblks + info.hblkhd) - own
-
-    return read
-
-
 def high_water_mark_resettable() -> bool:
     """Whether this process can reset and read its kernel RSS high-water mark."""
     if not sys.platform.startswith("linux"):
@@ -308,6 +232,7 @@ class Tracker:
         self._count_fds: Optional[Callable[[], int]] = None
         self._trim: Optional[Callable[[], object]] = None
         self._malloc: Optional[Callable[[], int]] = None
+        self._malloc_settled: Optional[Callable[[], int]] = None
         self._fill_tcache: Optional[Callable[[], None]] = None
         self.notes: list[str] = []
 
@@ -349,9 +274,14 @@ class Tracker:
         if self._trace and not tracemalloc.is_tracing():
             tracemalloc.start(self._trace_frames)
             self._started_tracing = True
-        self._malloc = _malloc_in_use_reader()
-        self._fill_tcache = _tcache_filler() if self._malloc is not None else None
-        self._trim = _malloc_trim()
+        self._malloc = malloc_in_use_reader()
+        if self._malloc is not None:
+            # Re-runs leave glibc's per-thread cache out of their readings: by its own counts, or
+            # where those cannot be read, by filling it first (malloc_settled).
+            cached = tcache_bytes_reader()
+            self._malloc_settled = malloc_in_use_reader(cached) if cached is not None else None
+            self._fill_tcache = tcache_filler()
+        self._trim = malloc_trim()
         if self._trim is not None:
             self._trim()  # start the first test from a heap without collection-time leftovers
 
@@ -423,23 +353,39 @@ class Tracker:
         return Growth(blocks - start.blocks, grown, malloc_in_call)
 
     def malloc_in_use(self) -> Optional[int]:
-        """glibc's bytes in use now (``None`` where that cannot be read: not Linux, no glibc 2.33+)."""
+        """glibc's bytes in use now (``None`` where that cannot be read: not Linux, no glibc 2.33+).
+        Screening reads this plainly: leaving out glibc's per-thread cache at every reading
+        (:meth:`malloc_settled`) costs ~2 µs more, and on more-itertools it made 20 suspects
+        instead of 15, the cyclic garbage of tests that raise (kept until the next collection)
+        showing where the cache used to hide it."""
         return self._malloc() if self._malloc else None
 
     def malloc_settled(self) -> Optional[int]:
-        """glibc's bytes in use with its per-thread cache filled first (see :func:`_tcache_filler`).
-        Two such readings differ by what was kept between them, to the byte, for chunks of
-        528..1,040 B (the cache also keeps smaller ones, which C code mallocs; those are not
-        filled). Plain readings can miss a kept chunk the cache served (a leak of ~1 KiB
-        objects, for up to 7 runs) or count freed chunks it caught (a clean test's first use of
-        a size). 30-60 µs more (it writes ~180 KiB), so only a suspect's re-runs read it; they
-        leave the bins full, so a test screened next cannot see such a chunk kept in its
-        first run either."""
+        """glibc's bytes in use, with its per-thread cache (tcache) left out: read from the cache's
+        own counts (glibc 2.30+ on 64-bit, in the thread that set the tracker up: see
+        :func:`.glibc_heap.tcache_bytes_reader`, ~2 µs more), else by filling its bins first
+        (:func:`.glibc_heap.tcache_filler`, 30-60 µs more: it writes ~180 KiB, and leaves the
+        bins full, so a test screened next cannot see a chunk of those sizes kept in its first
+        run). Two such readings differ by what was kept between them, to the byte (the fill:
+        for chunks of 528..1,040 B only). A plain reading can miss a kept chunk the cache served
+        (a leak of ~1 KiB objects, for up to 7 runs) or count freed chunks it caught (a clean
+        test's first use of a size). A suspect's re-runs read this."""
+        if self._malloc_settled is not None:
+            return self._malloc_settled()
         if self._malloc is None:
             return None
+        self.fill_cache()
+        return self._malloc()
+
+    def fill_cache(self) -> None:
+        """Fill glibc's per-thread cache bins for the sizes Python mallocs (528..1,040 B), 30-60
+        µs. A test that frees chunks of those sizes then cannot park them there, where plain
+        readings (screening's) count them as kept: the session fills it before the first test
+        and after each suspect's re-runs (measured on more-itertools: 15 suspects, 20 without)."""
+        if not self._ready:
+            self._prepare()
         if self._fill_tcache is not None:
             self._fill_tcache()
-        return self._malloc()
 
     def trim(self) -> None:
         """Give freed C heap pages back to the OS (glibc), so RSS shows what is really kept."""

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_memguard.tracker import _malloc_in_use_reader
+from pytest_memguard.glibc_heap import malloc_in_use_reader
 
 CORPUS = Path(__file__).parent / "corpus" / "leak_suite.py"
 #: glibc 2.33+ (mallinfo2): the C heap's bytes in use, which sees a leak of 1 KiB per run
-C_HEAP_READABLE = _malloc_in_use_reader() is not None
+C_HEAP_READABLE = malloc_in_use_reader() is not None
 needs_c_heap = pytest.mark.skipif(not C_HEAP_READABLE, reason="needs glibc's mallinfo2 (Linux, glibc 2.33+)")
 
 LEAKY = """

@@ -6,12 +6,14 @@ import gc
 import os
 import sys
 import tracemalloc
+from typing import Callable, Optional
 
 import pytest
 
 from pytest_memguard import tracker as tracker_module
 from pytest_memguard.allocation_analyzer import AllocationAnalysis, GroupTotal, SiteStat
 from pytest_memguard.baseline import Finding
+from pytest_memguard.glibc_heap import malloc_in_use_reader, tcache_bytes_reader, tcache_filler
 from pytest_memguard.leak_detector import LeakReport
 from pytest_memguard.record import MemoryRecord, Verdict
 from pytest_memguard.tracker import Measurement, Tracker
@@ -143,19 +145,56 @@ def test_tracker_sees_a_short_spike_and_what_is_kept(tracker: Tracker) -> None:
     del kept
 
 
-def test_a_settled_c_heap_reading_sees_a_chunk_glibcs_cache_served(tracker: Tracker) -> None:
+def _kept_from_a_warm_tcache(read: Callable[[], Optional[int]]) -> int:
+    """What ``read`` says one 990 B object took, when glibc's per-thread cache held freed
+    chunks of that size (os.urandom mallocs; bytes(n) callocs, which skips that cache)."""
+    warm = [os.urandom(990) for _ in range(7)]
+    del warm  # seven freed chunks of that size now wait in glibc's per-thread cache
+    before = read()
+    kept = os.urandom(990)  # served from that cache: mallinfo2 alone does not move
+    after = read()
+    assert before is not None
+    assert after is not None
+    del kept
+    return after - before
+
+
+@pytest.mark.parametrize("fill", [False, True], ids=["tcache-counts", "tcache-fill"])
+def test_a_settled_c_heap_reading_sees_a_chunk_glibcs_cache_served(tracker: Tracker, fill: bool) -> None:
     tracker.start(screen=False)
     if tracker.malloc_in_use() is None:
         pytest.skip("needs glibc 2.33+ (mallinfo2)")
-    warm = [os.urandom(990) for _ in range(7)]
-    del warm  # seven freed chunks of that size now wait in glibc's per-thread cache
-    before = tracker.malloc_settled()
-    kept = os.urandom(990)  # served from that cache: a plain reading does not move
-    after = tracker.malloc_settled()
-    assert before is not None
-    assert after is not None
-    assert 990 <= after - before < 4096
-    del kept
+    if fill:  # as where the cache's counts cannot be read
+        tracker._malloc_settled, tracker._fill_tcache = None, tcache_filler()
+    elif tracker._malloc_settled is None:
+        pytest.skip("glibc's tcache counts are not readable here")
+    assert 990 <= _kept_from_a_warm_tcache(tracker.malloc_settled) < 4096
+
+
+def test_the_tcache_counts_show_a_chunk_the_cache_served_where_mallinfo2_alone_does_not() -> None:
+    cached = tcache_bytes_reader()
+    if malloc_in_use_reader() is None or cached is None:
+        pytest.skip("needs glibc 2.33+ (mallinfo2) with readable tcache counts (2.30+, 64-bit)")
+    counted, plain = malloc_in_use_reader(cached), malloc_in_use_reader()
+    assert counted is not None
+    assert plain is not None
+    # the chunk of 1,008 B (and what little else C code malloc'd meanwhile: 32 B seen)
+    assert 1008 <= _kept_from_a_warm_tcache(counted) < 1008 + 256
+    assert _kept_from_a_warm_tcache(plain) < 256  # what the counts make up for
+
+
+def test_the_tcache_reader_is_refused_where_its_checks_fail(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_memguard import glibc_heap
+
+    with monkeypatch.context() as patched:
+        patched.setattr(glibc_heap, "_main_heap_start", lambda: None)  # no [heap]
+        assert glibc_heap.tcache_bytes_reader() is None
+    with monkeypatch.context() as patched:
+        patched.setenv("GLIBC_TUNABLES", "glibc.malloc.tcache_count=0")  # no cache to read
+        assert glibc_heap.tcache_bytes_reader() is None
+    with monkeypatch.context() as patched:  # a first chunk that is not the cache
+        patched.setattr(glibc_heap, "_TCACHE_SIZE_FIELD", 0x251)
+        assert glibc_heap.tcache_bytes_reader() is None
 
 
 def _idle_sample_steps(fill: bool) -> list[int]:
@@ -164,8 +203,7 @@ def _idle_sample_steps(fill: bool) -> list[int]:
     measuring = Tracker()
     try:
         measuring.start(screen=False)
-        if not fill:
-            measuring._fill_tcache = None
+        measuring._malloc_settled, measuring._fill_tcache = None, tcache_filler() if fill else None
         sampling = _Sampling(None, None, measuring)  # type: ignore[arg-type]  # sample() runs nothing
         for _ in range(5):
             sampling.sample(0)
