@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from .session import MARKER, MemguardSession
+from .session import MARKER, MaxfailWatch, MemguardSession
 from .settings import Settings, add_options
 
 _SESSION = pytest.StashKey[MemguardSession]()
 _PLUGIN_NAME = "memguard-session"
+_MAXFAIL_NAME = "memguard-maxfail"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -25,6 +26,9 @@ def pytest_configure(config: pytest.Config) -> None:
     session = MemguardSession(config, Settings.from_config(config))
     config.stash[_SESSION] = session
     config.pluginmanager.register(session, _PLUGIN_NAME)
+    maxfail = int(config.getoption("maxfail", 0) or 0)
+    if maxfail:
+        config.pluginmanager.register(MaxfailWatch(session, maxfail), _MAXFAIL_NAME)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -33,3 +37,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         session.close()
         del config.stash[_SESSION]
         config.pluginmanager.unregister(session)
+        watch = config.pluginmanager.get_plugin(_MAXFAIL_NAME)
+        if watch is not None:
+            config.pluginmanager.unregister(watch)
