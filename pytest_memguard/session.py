@@ -140,6 +140,7 @@ class MemguardSession:
         # Under --pdb a failure in a hidden re-run would open the debugger: never re-run then.
         self.can_rerun = not (config.getoption("usepdb", False) or config.getoption("trace", False))
         self._running: Optional[str] = None
+        self._running_item: Optional[pytest.Item] = None
         self._reported_while_running = False
         self._watch_call = False  # read the C heap around the running test's call phase
         self._malloc_in_call: Optional[int] = None
@@ -238,9 +239,9 @@ class MemguardSession:
         plan = item.stash.get(_PLAN, None)
         if plan is None or plan.error is not None:
             return None  # pytest's own protocol; a bad marker fails in setup
-        ihook = item.ihook
-        ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-        self._running, self._reported_while_running = item.nodeid, False
+        ihook, nodeid = item.ihook, item.nodeid
+        ihook.pytest_runtest_logstart(nodeid=nodeid, location=item.location)
+        self._running, self._running_item, self._reported_while_running = nodeid, item, False
         if self._first_test_at is None:
             self._first_test_at = time.perf_counter()
         screen = self._screens(plan)
@@ -248,21 +249,21 @@ class MemguardSession:
         carried, self._carried = self._carried, None
         start = self.tracker.start(
             screen=screen,
-            blocks=carried.blocks_for(item.nodeid, self._runs, self._collections.count) if carried else None,
+            blocks=carried.blocks_for(nodeid, self._runs, self._collections.count) if carried else None,
         )
         reports = runtestprotocol(item, nextitem=nextitem, log=False)
         measurement = self.tracker.finish(start)
         now = self.tracker.screening() if screen else (0, None)
         growth = self.tracker.growth(start, now, self._malloc_in_call)
         carry = _Carried(nextitem.nodeid, self._collections.count, self._runs, now[0]) if screen and nextitem else None
-        self._running, self._watch_call = None, False
+        self._running, self._running_item, self._watch_call = None, None, False
         try:
             if any(report.when == "call" for report in reports):
-                self._judge(item, nextitem, plan, start, measurement, growth, reports)
+                self._judge(item, nodeid, nextitem, plan, start, measurement, growth, reports)
         finally:  # also when Ctrl-C or pytest.exit() stops a hidden re-run: the first run happened
             for report in reports:
                 ihook.pytest_runtest_logreport(report=report)
-        ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+        ihook.pytest_runtest_logfinish(nodeid=nodeid, location=item.location)
         self._carried = carry
         return True
 
@@ -271,7 +272,7 @@ class MemguardSession:
         """Innermost around the test body: the C heap it kept, without the ~1 KiB pytest keeps
         around every test on its own (its reports, a unittest item's attributes, the
         environment's PYTEST_CURRENT_TEST), which hides a small leak in the whole run's figure."""
-        if not self._watch_call or item.nodeid != self._running:  # not screened, or a hidden re-run
+        if not self._watch_call or item is not self._running_item:  # not screened, or a hidden re-run
             return (yield)
         before = self.tracker.malloc_in_use()
         try:
@@ -289,6 +290,7 @@ class MemguardSession:
     def _judge(
         self,
         item: pytest.Item,
+        nodeid: str,
         nextitem: Optional[pytest.Item],
         plan: _Plan,
         start: Start,
@@ -313,17 +315,20 @@ class MemguardSession:
         findings: list[Finding] = []
         analysis: Optional[AllocationAnalysis] = None
         notes: list[str] = []
+        verdict: Optional[str] = None
         try:
             leak = self._check_leak(item, nextitem, plan, measurement, growth, reports) if passed else None
-            measurement, findings = self._compare(item, nextitem, plan, measurement, rerun=passed)
+            measurement, findings = self._compare(item, nodeid, nextitem, plan, measurement, rerun=passed)
+            verdict = self._verdict(nodeid, breaches, findings, leak)
             if passed and self.can_rerun and plan.may_rerun:  # flagged tests only: one more hidden run
-                verdict = self._verdict(item.nodeid, breaches, findings, leak)
                 analysis, note = analyse_flagged(
                     item, nextitem, verdict, self.tracker, stack_depth=self.settings.stack_depth
                 )
                 notes += [note] if note else []
         finally:  # also when Ctrl-C or pytest.exit() stops a hidden re-run: judge on what we have
-            self._record(item, plan, measurement, breaches, findings, leak, analysis, notes, reports)
+            if verdict is None:
+                verdict = self._verdict(nodeid, breaches, findings, leak)
+            self._record(nodeid, verdict, plan, measurement, breaches, findings, leak, analysis, notes, reports)
 
     def _verdict(self, nodeid: str, breaches: list[Breach], findings: list[Finding], leak: Optional[LeakReport]) -> str:
         if breaches:
@@ -334,7 +339,8 @@ class MemguardSession:
 
     def _record(
         self,
-        item: pytest.Item,
+        nodeid: str,
+        verdict: str,
         plan: _Plan,
         measurement: Measurement,
         breaches: list[Breach],
@@ -352,8 +358,7 @@ class MemguardSession:
         if leak is not None and (leak.confirmed or leak.note):
             messages.append(leak.summary() if leak.confirmed else leak.note)
         messages += [f.message() for f in findings] + notes
-        verdict = self._verdict(item.nodeid, breaches, findings, leak)
-        record = MemoryRecord(item.nodeid, measurement, verdict, "; ".join(messages), tuple(findings), leak, analysis)
+        record = MemoryRecord(nodeid, measurement, verdict, "; ".join(messages), tuple(findings), leak, analysis)
         message = "; ".join(failures)
         # The figures ride on the teardown report only: that is where pytest's junitxml and
         # our controller read them, and on every report they cost ~1 KiB per test in the
@@ -439,6 +444,7 @@ class MemguardSession:
     def _compare(
         self,
         item: pytest.Item,
+        nodeid: str,
         nextitem: Optional[pytest.Item],
         plan: _Plan,
         measurement: Measurement,
@@ -448,12 +454,12 @@ class MemguardSession:
         """Findings against the baseline; a regression is re-measured before it counts."""
         if self.gate is None:
             return measurement, []
-        findings = self.gate.compare(item.nodeid, measurement, plan.tolerances)
+        findings = self.gate.compare(nodeid, measurement, plan.tolerances)
         if rerun and self.can_rerun and self.settings.reruns and any(f.kind == "regression" for f in findings):
             # One sample in a full session is noisy (allocator state, first calls):
             # run the test again, unlogged, and keep each figure's lowest value.
             measurement = lowest([measurement, *self._remeasure(item, nextitem, self.settings.reruns)])
-            findings = self.gate.compare(item.nodeid, measurement, plan.tolerances)
+            findings = self.gate.compare(nodeid, measurement, plan.tolerances)
         return measurement, findings
 
     def _remeasure(self, item: pytest.Item, nextitem: Optional[pytest.Item], runs: int) -> list[Measurement]:
