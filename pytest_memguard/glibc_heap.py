@@ -8,7 +8,9 @@ glibc keeps up to 7 freed chunks of each size up to 1,040 B in a per-thread cach
 ``mallinfo2`` counts them as in use. Read plainly, a clean test's first use of a size parks
 freed chunks there that read as kept, and a kept chunk the cache served does not move the
 reading. :func:`tcache_bytes_reader` reads what the cache holds from the cache itself, so the
-two can be told apart at every reading; :func:`tcache_filler` is the fallback where it cannot.
+two can be told apart at any reading; :func:`tcache_filler` fills the cache's bins for the sizes
+Python mallocs, so that a test's frees of those sizes cannot be parked there (and, where the
+counts cannot be read, so that two readings after a fill differ by what was kept).
 """
 
 from __future__ import annotations
@@ -53,19 +55,23 @@ _ZERO_BYTES = b"\0".__mul__  # map()ped over the sizes: ~2x faster than a compre
 
 
 def tcache_count() -> int:
-    """Chunks the tcache keeps per size: 7 unless ``GLIBC_TUNABLES`` says otherwise."""
+    """Chunks the tcache keeps per size: 7 unless ``GLIBC_TUNABLES`` says otherwise (the last
+    setting wins; decimal or 0x hex, as glibc reads it)."""
+    count = 7
     for tunable in os.environ.get("GLIBC_TUNABLES", "").split(":"):
         name, _, value = tunable.partition("=")
-        if name.strip() == "glibc.malloc.tcache_count" and value.strip().isdigit():
-            return int(value)
-    return 7
+        if name.strip() == "glibc.malloc.tcache_count":
+            try:
+                count = int(value.strip(), 0)
+            except ValueError:  # glibc ignores what it cannot read too
+                continue
+    return count
 
 
 def tcache_filler() -> Optional[Callable[[], None]]:
     """Fills the tcache's bins for Python's malloc'd sizes (30-60 µs): then a chunk of those sizes
-    kept by a test shows in glibc's bytes in use even when it came from that cache (the next
-    fill takes a new chunk from the heap to replace it), and one freed does not hide in it.
-    Only where :func:`tcache_bytes_reader` cannot work."""
+    freed by a test does not hide in it, and (the next fill takes a new chunk from the heap to
+    replace it) one kept shows in glibc's bytes in use even when it came from that cache."""
     count = tcache_count()
     if not 0 < count <= 16:  # no tcache, or one too big to fill at every reading
         return None
@@ -105,12 +111,13 @@ def _main_heap_start() -> Optional[int]:
 
 
 def tcache_bytes_reader() -> Optional[Callable[[], int]]:
-    """A reader of the bytes the calling thread's tcache holds (~2 µs), or ``None``.
-
-    It reads the main thread's cache counts in place, so it is only returned after checking
-    that they are what they should be: the chunk's size field, then mallocs of one size that
-    must empty its count and frees that must fill it again, in the thread that will read it
-    (an xdist worker or a thread running the tests gets ``None`` where its cache is elsewhere).
+    """A reader of the bytes the first chunk of the main heap says its tcache holds (~2 µs), or
+    ``None``. That is the cache of the thread that made the process's first malloc, normally the
+    main thread; it is only returned after checking, in the calling thread, that it is this
+    thread's cache: the chunk's size field, then mallocs of one size that must empty that bin's
+    count and frees that must fill it again. A thread whose cache is elsewhere gets ``None``
+    (and where glibc moves more chunks of that size into the cache meanwhile, so may a thread
+    whose cache it is: the reader is then lost, never wrong).
     """
     capacity = tcache_count()
     if not sys.platform.startswith("linux") or ctypes.sizeof(ctypes.c_void_p) != 8 or not 0 < capacity <= 64:

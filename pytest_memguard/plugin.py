@@ -26,9 +26,16 @@ def pytest_configure(config: pytest.Config) -> None:
     session = MemguardSession(config, Settings.from_config(config))
     config.stash[_SESSION] = session
     config.pluginmanager.register(session, _PLUGIN_NAME)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The --maxfail watch, if --maxfail is set once every plugin has configured."""
+    config = session.config
+    memguard = config.stash.get(_SESSION, None)
     maxfail = int(config.getoption("maxfail", 0) or 0)
-    if maxfail:
-        config.pluginmanager.register(MaxfailWatch(session, maxfail), _MAXFAIL_NAME)
+    if memguard is not None and maxfail and not config.pluginmanager.has_plugin(_MAXFAIL_NAME):
+        config.pluginmanager.register(MaxfailWatch(memguard), _MAXFAIL_NAME)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

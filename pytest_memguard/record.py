@@ -72,7 +72,9 @@ class MemoryRecord(NamedTuple):
 
     @property
     def plain(self) -> bool:
-        """No findings, leak or analysis: :meth:`from_properties` gives this very record back."""
+        """No findings, leak or analysis: :meth:`from_properties` gives this very record back from
+        :meth:`to_properties` (unless other ``memguard_*`` properties ride along: the session
+        checks for a test's own)."""
         return not self.findings and self.leak is None and self.analysis is None
 
     def to_properties(self) -> list[tuple[str, object]]:

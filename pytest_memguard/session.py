@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 import time
 from typing import TYPE_CHECKING, Generator, NamedTuple, Optional
 
@@ -23,7 +24,7 @@ from .gate import BaselineGate, GateResult, lowest, verdict_for
 from .leak_check import confirm_leak, measured_rerun, unchecked
 from .leak_detector import SCREENING, LeakReport, LeftBehind
 from .limits import HEAP_KEYS, RETAINED_KEYS, Breach, Limit, LimitError, check_limits, merge_limits, parse_limits
-from .record import MemoryRecord, Verdict
+from .record import PREFIX, MemoryRecord, Verdict
 from .reporting.benchmark_export import render_benchmark_json
 from .reporting.json_report import render_json
 from .reporting.junit import write_junit
@@ -107,6 +108,11 @@ class _Carried(NamedTuple):
         return self.blocks
 
 
+def _names_ours(properties: list[tuple[str, object]]) -> bool:
+    """Whether any of ``properties`` has a name :meth:`MemoryRecord.from_properties` reads."""
+    return any(isinstance(name, str) and name.startswith(PREFIX) for name, _ in properties)
+
+
 class _Collections:
     """Counts garbage collections (any generation) through ``gc.callbacks`` while the tests run:
     ~260 in a run of more-itertools, so ~0.3 ms in all, where asking ``gc.get_stats()`` twice a
@@ -147,6 +153,7 @@ class MemguardSession:
         self._carried: Optional[_Carried] = None
         self._runs = 0  # test runs started (setups), hidden re-runs included
         self._collections = _Collections()  # counting while the tests run
+        self._screened = False  # a test was screened in this process
         # (teardown report, its record): the controller's own tests skip rebuilding the record
         # from the report's properties (~15 µs a test) where that gives the same record back
         self._handed: Optional[tuple[pytest.TestReport, MemoryRecord]] = None
@@ -245,17 +252,22 @@ class MemguardSession:
         if self._first_test_at is None:
             self._first_test_at = time.perf_counter()
         screen = self._screens(plan)
+        if screen and not self._screened:
+            self._before_first_screened()
         self._watch_call, self._malloc_in_call = screen, None
         carried, self._carried = self._carried, None
-        start = self.tracker.start(
-            screen=screen,
-            blocks=carried.blocks_for(nodeid, self._runs, self._collections.count) if carried else None,
-        )
+        blocks = carried.blocks_for(nodeid, self._runs, self._collections.count) if carried else None
+        start = self.tracker.start(screen=screen, blocks=blocks)
+        if carried is not None and blocks is not None and self._collections.count != carried.collections:
+            start = start._replace(blocks=sys.getallocatedblocks())  # one ran while start() read the rest
         reports = runtestprotocol(item, nextitem=nextitem, log=False)
         measurement = self.tracker.finish(start)
+        # counted before the readings: a collection during them (or later) makes the carry stale
+        collections, runs = self._collections.count, self._runs
         now = self.tracker.screening() if screen else (0, None)
         growth = self.tracker.growth(start, now, self._malloc_in_call)
-        carry = _Carried(nextitem.nodeid, self._collections.count, self._runs, now[0]) if screen and nextitem else None
+        counting = screen and nextitem is not None and self._collections in gc.callbacks
+        carry = _Carried(nextitem.nodeid, collections, runs, now[0]) if counting and nextitem else None
         self._running, self._running_item, self._watch_call = None, None, False
         try:
             if any(report.when == "call" for report in reports):
@@ -298,6 +310,7 @@ class MemguardSession:
         growth: Growth,
         reports: list[pytest.TestReport],
     ) -> None:
+        runs = self._runs
         breaches = check_limits(measurement, plan.limits)
         if any(breach.limit.key in RETAINED_KEYS for breach in breaches):
             # Garbage the cycle collector has not reached yet is not "retained":
@@ -329,6 +342,8 @@ class MemguardSession:
             if verdict is None:
                 verdict = self._verdict(nodeid, breaches, findings, leak)
             self._record(nodeid, verdict, plan, measurement, breaches, findings, leak, analysis, notes, reports)
+            if self._runs != runs:  # hidden re-runs parked their frees in glibc's cache: fill it again
+                self.tracker.fill_cache()
 
     def _verdict(self, nodeid: str, breaches: list[Breach], findings: list[Finding], leak: Optional[LeakReport]) -> str:
         if breaches:
@@ -363,8 +378,11 @@ class MemguardSession:
         # The figures ride on the teardown report only: that is where pytest's junitxml and
         # our controller read them, and on every report they cost ~1 KiB per test in the
         # terminal reporter's stats (12 MB for 10,000 tests).
-        reports[-1].user_properties.extend(record.to_properties())
-        self._handed = (reports[-1], record) if record.plain and not self.is_worker else None
+        teardown = reports[-1]
+        # A test's own memguard_* properties (record_property) would be read back into its record.
+        handable = record.plain and not self.is_worker and not _names_ours(teardown.user_properties)
+        teardown.user_properties.extend(record.to_properties())
+        self._handed = (teardown, record) if handable else None
         call = next(report for report in reports if report.when == "call")
         if message:
             call.sections.append(("memguard", render_details(record, plan.limits, breaches)))
@@ -424,9 +442,6 @@ class MemguardSession:
             raise
         except Exception as exc:  # a check that breaks must never end the session
             return unchecked(f"leak check failed ({type(exc).__name__}: {exc}); the test was not checked")
-        finally:
-            if skip_note is None:  # re-runs' frees were parked in glibc's cache: fill it again
-                self.tracker.fill_cache()
 
     def _screens(self, plan: _Plan) -> bool:
         """Whether this test is screened for leaks (which needs readings before it starts)."""
@@ -473,14 +488,18 @@ class MemguardSession:
         return measurements
 
     # -- the gate (controller) -------------------------------------------------
+    def _before_first_screened(self) -> None:
+        """Collecting tests leaves garbage that the first automatic collection frees in the middle
+        of some early test, whose blocks and C heap then read as freed (-310 blocks, -2 KiB in the
+        leak corpus's first test): free it now, with a young collection (~0.2 ms; the finalizers
+        of that garbage run here, not in whichever test set the collection off). And fill
+        glibc's cache (see :meth:`Tracker.fill_cache`)."""
+        self._screened = True
+        gc.collect(1)
+        self.tracker.fill_cache()
+
     @pytest.hookimpl(wrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
-        if self.settings.measure_all and self.settings.leaks != "off":
-            # Collecting tests leaves garbage that the first automatic collection frees in the
-            # middle of some early test, whose blocks and C heap then read as freed (-310 blocks,
-            # -2 KiB in the leak corpus's first test). Free it now: a young collection, ~0.2 ms.
-            gc.collect(1)
-            self.tracker.fill_cache()
         gc.callbacks.append(self._collections)
         try:
             result = yield
@@ -591,22 +610,22 @@ class MemguardSession:
 
 
 class MaxfailWatch:
-    """Registered beside the session under ``--maxfail``/``-x`` only (a hook wrapper around every
-    report costs ~1.5 µs a phase otherwise). pytest tears everything down (and reports fixture
-    errors) before a run stops on --maxfail/-x (#11706), deciding from session.shouldfail,
-    which its own logreport sets; the session logs after teardown, so say it as soon as the
-    failure happens."""
+    """Registered beside the session only when ``--maxfail``/``-x`` is given as the session starts
+    (a hook wrapper around every report costs ~1.5 µs a phase otherwise). pytest tears everything
+    down (and reports fixture errors) before a run stops on --maxfail/-x (#11706), deciding from
+    session.shouldfail, which its own logreport sets; the session logs after teardown, so say it
+    as soon as the failure happens."""
 
-    def __init__(self, session: MemguardSession, maxfail: int) -> None:
+    def __init__(self, session: MemguardSession) -> None:
         self.session = session
-        self.maxfail = maxfail
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
         if item.nodeid == self.session.running and report.failed and not hasattr(report, "wasxfail"):
+            maxfail = int(item.config.getoption("maxfail", 0) or 0)
             failed = item.session.testsfailed + 1
-            if failed >= self.maxfail and not item.session.shouldfail:
+            if maxfail and failed >= maxfail and not item.session.shouldfail:
                 item.session.shouldfail = f"stopping after {failed} failures"
         return report
 

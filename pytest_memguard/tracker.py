@@ -356,8 +356,8 @@ class Tracker:
         """glibc's bytes in use now (``None`` where that cannot be read: not Linux, no glibc 2.33+).
         Screening reads this plainly: leaving out glibc's per-thread cache at every reading
         (:meth:`malloc_settled`) costs ~2 µs more, and on more-itertools it made 20 suspects
-        instead of 15, the cyclic garbage of tests that raise (kept until the next collection)
-        showing where the cache used to hide it."""
+        instead of 14-15, the cyclic garbage of tests that raise (kept until the next
+        collection) showing where the cache used to hide it."""
         return self._malloc() if self._malloc else None
 
     def malloc_settled(self) -> Optional[int]:
@@ -381,7 +381,7 @@ class Tracker:
         """Fill glibc's per-thread cache bins for the sizes Python mallocs (528..1,040 B), 30-60
         µs. A test that frees chunks of those sizes then cannot park them there, where plain
         readings (screening's) count them as kept: the session fills it before the first test
-        and after each suspect's re-runs (measured on more-itertools: 15 suspects, 20 without)."""
+        and after each test's hidden re-runs (more-itertools: 14-15 suspects, 19 without)."""
         if not self._ready:
             self._prepare()
         if self._fill_tcache is not None:

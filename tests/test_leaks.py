@@ -339,3 +339,53 @@ def test_a_slow_test_that_keeps_a_lot_is_still_checked(pytester: pytest.Pytester
     )
     _, tests = verdicts(pytester, "--memguard-leaks=warn")
     assert tests["test_slow_leak"]["verdict"] == "leak"
+
+
+CARRY = """
+class Link:
+    __slots__ = ("next",)
+
+    def __init__(self, next):
+        self.next = next
+
+CHAIN = None
+
+def test_before():
+    pass
+
+def test_leaks_blocks_only():
+    global CHAIN
+    for _ in range(3000):  # 3,000 objects a run, no container that grows: only blocks see it
+        CHAIN = Link(CHAIN)
+"""
+
+
+def test_a_collection_between_tests_makes_the_next_test_read_its_own_start(pytester: pytest.Pytester) -> None:
+    # Garbage made before the first test starts and freed by a collection after it ends is in
+    # the block count read after that test, not in a count read before the next one: started
+    # from the carried count, the next test would read as having freed more than it kept, and
+    # its leak would pass unseen.
+    pytester.makeconftest(
+        """
+        import gc
+
+        class Cycle:
+            def __init__(self):
+                self.me = self
+
+        def pytest_runtest_logstart(nodeid, location):
+            if nodeid.endswith("test_before"):
+                garbage = [Cycle() for _ in range(5000)]
+                gc.collect()  # now in the oldest generation: only a full collection frees it
+                del garbage
+
+        def pytest_runtest_logfinish(nodeid, location):
+            if nodeid.endswith("test_before"):
+                gc.collect()
+        """
+    )
+    pytester.makepyfile(test_carry=CARRY)
+    _, tests = verdicts(pytester, "-p", "no:randomly", "--memguard-leaks=warn")
+    assert tests["test_before"]["verdict"] == "ok"
+    assert "leak" not in tests["test_before"]  # not a suspect: no re-run came between
+    assert tests["test_leaks_blocks_only"]["verdict"] == "leak"

@@ -195,6 +195,21 @@ def test_the_tcache_reader_is_refused_where_its_checks_fail(monkeypatch: pytest.
     with monkeypatch.context() as patched:  # a first chunk that is not the cache
         patched.setattr(glibc_heap, "_TCACHE_SIZE_FIELD", 0x251)
         assert glibc_heap.tcache_bytes_reader() is None
+    with monkeypatch.context() as patched:  # counts that do not move with mallocs of that size
+        patched.setattr(glibc_heap, "_PROBE_BIN", glibc_heap._PROBE_BIN - 1)
+        assert glibc_heap.tcache_bytes_reader() is None
+
+
+@pytest.mark.parametrize(
+    ("tunables", "count"),
+    [("", 7), ("glibc.malloc.tcache_count=3", 3), ("glibc.malloc.tcache_count=0x10", 16),
+     ("glibc.malloc.tcache_count=2:glibc.malloc.tcache_count=5", 5), ("glibc.malloc.tcache_count=x", 7)],
+)  # fmt: skip
+def test_the_tcache_count_is_read_as_glibc_reads_it(monkeypatch: pytest.MonkeyPatch, tunables: str, count: int) -> None:
+    from pytest_memguard.glibc_heap import tcache_count
+
+    monkeypatch.setenv("GLIBC_TUNABLES", tunables)
+    assert tcache_count() == count
 
 
 def _idle_sample_steps(fill: bool) -> list[int]:

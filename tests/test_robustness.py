@@ -290,3 +290,35 @@ def test_stopping_during_a_hidden_rerun_keeps_the_first_runs_result(pytester: py
     result.stdout.fnmatch_lines(["*.py F*", "peak RSS * exceeds the limit of 1 MB*", "*::test_big * over_limit"])
     assert "previous item was not torn down" not in result.stdout.str()
     assert "During handling" not in result.stdout.str()
+
+
+def test_maxfail_stops_after_that_many_failures(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_one():
+            assert False
+
+        def test_two():
+            assert False
+
+        def test_three():
+            assert False
+        """
+    )
+    result = run(pytester, "--memguard", "--maxfail=2")
+    result.assert_outcomes(failed=2)
+
+
+def test_a_run_leaves_no_gc_callback_behind(pytester: pytest.Pytester) -> None:
+    import gc
+
+    from pytest_memguard.session import _Collections
+
+    def ours() -> list[object]:  # this very run (pytest's own, measuring us) has one too
+        return [callback for callback in gc.callbacks if isinstance(callback, _Collections)]
+
+    before = ours()
+    pytester.makepyfile("def test_ok():\n    pass\n")
+    for args in (("--memguard",), ("--memguard", "-x"), ("--memguard", "--collect-only")):
+        pytester.runpytest_inprocess("-p", "no:cacheprovider", *args)
+        assert ours() == before, args

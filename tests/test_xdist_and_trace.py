@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -105,3 +106,26 @@ def test_junitxml_carries_properties_under_xdist(pytester: pytest.Pytester) -> N
     assert xml.count('name="memguard_verdict"') == 5
     assert 'name="memguard_verdict" value="over_limit"' in xml
     assert "MemoryLimitExceeded: peak RSS" in xml
+
+
+def test_a_tests_own_memguard_properties_read_the_same_serial_and_under_xdist(
+    pytester: pytest.Pytester, run_measured
+) -> None:
+    # Serially the session keeps the record it built; under xdist the controller rebuilds it
+    # from the report's properties, which include the test's own record_property() values.
+    pytester.makepyfile(
+        test_p="""
+        def test_own(record_property):
+            record_property("memguard_baseline_rss_peak", 1)
+            record_property("memguard_tolerance_rss_peak", 1)
+        """
+    )
+    run_measured("--memguard", "--memguard-json=serial.json")
+    run_measured("--memguard", "-n", "1", "--memguard-json=xdist.json")
+
+    def findings(name: str) -> list[tuple[object, object, object]]:
+        tests = json.loads((pytester.path / name).read_text())["tests"]
+        (only,) = tests.values()  # the figures themselves differ between processes
+        return [(found["figure"], found["baseline"], found["tolerance"]) for found in only.get("findings", [])]
+
+    assert findings("serial.json") == findings("xdist.json") == [("rss_peak", 1, 1)]
