@@ -111,7 +111,7 @@ def _main_heap_start() -> Optional[int]:
 
 
 def tcache_bytes_reader() -> Optional[Callable[[], int]]:
-    """A reader of the bytes the first chunk of the main heap says its tcache holds (~2 µs), or
+    """A reader of the bytes the first chunk of the main heap says its tcache holds (~3-7 µs), or
     ``None``. That is the cache of the thread that made the process's first malloc, normally the
     main thread; it is only returned after checking, in the calling thread, that it is this
     thread's cache: the chunk's size field, then mallocs of one size that must empty that bin's
