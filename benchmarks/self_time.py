@@ -56,25 +56,19 @@ def need(owner, name):
         sys.exit(f"self_time.py: pytest_memguard has no {getattr(owner, '__name__', owner)}.{name} any more")
     return getattr(owner, name)
 
-pytest_protocol = need(S, "runtestprotocol")
-def timed_pytest_protocol(*args, **kwargs):
-    started, inside[0] = clock(), True
-    try:
-        return pytest_protocol(*args, **kwargs)
-    finally:
-        acc["pytest_protocol"] += clock() - started
-        inside[0] = False
-S.runtestprotocol = timed_pytest_protocol
+def timed_within(key, flag, function):
+    # function, timed into acc[key], with flag[0] set while it runs
+    def timed(*args, **kwargs):
+        started, flag[0] = clock(), True
+        try:
+            return function(*args, **kwargs)
+        finally:
+            acc[key] += clock() - started
+            flag[0] = False
+    return timed
 
-confirm = need(S, "confirm_leak")
-def timed_confirm(*args, **kwargs):
-    started, checking[0] = clock(), True
-    try:
-        return confirm(*args, **kwargs)
-    finally:
-        acc["leak_checks"] += clock() - started
-        checking[0] = False
-S.confirm_leak = timed_confirm
+S.runtestprotocol = timed_within("pytest_protocol", inside, need(S, "runtestprotocol"))
+S.confirm_leak = timed_within("leak_checks", checking, need(S, "confirm_leak"))
 
 def timing(key, method):
     @functools.wraps(method)  # pluggy reads the hook's argument names through __wrapped__
