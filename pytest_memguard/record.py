@@ -79,10 +79,9 @@ class MemoryRecord(NamedTuple):
 
     def to_properties(self) -> list[tuple[str, object]]:
         """``(name, value)`` pairs for ``report.user_properties``; unmeasured figures are left out."""
+        # _FIGURES lists Measurement's fields in their order (the round-trip test would see a swap)
         props: list[tuple[str, object]] = [
-            (name, getattr(self.measurement, field))
-            for name, field in _FIGURES
-            if getattr(self.measurement, field) is not None
+            (name, value) for (name, _), value in zip(_FIGURES, self.measurement) if value is not None
         ]
         for finding in self.findings:
             props.append((f"memguard_baseline_{finding.figure}", finding.baseline))

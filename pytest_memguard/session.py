@@ -384,10 +384,11 @@ class MemguardSession:
         handable = record.plain and not self.is_worker and not _names_ours(teardown.user_properties)
         teardown.user_properties.extend(record.to_properties())
         self._handed = (teardown, record) if handable else None
+        if not message:
+            return
         call = next(report for report in reports if report.when == "call")
-        if message:
-            call.sections.append(("memguard", render_details(record, plan.limits, breaches)))
-        if message and call.passed:
+        call.sections.append(("memguard", render_details(record, plan.limits, breaches)))
+        if call.passed:
             if hasattr(call, "wasxfail"):  # an XPASS over its limit is a failure, in JUnit too
                 del call.wasxfail
             call.outcome = "failed"
