@@ -83,6 +83,16 @@ def timing(key, method):
 
 Session = S.MemguardSession
 protocol = need(Session, "pytest_runtest_protocol")
+if os.environ.get("MEMGUARD_SELF_TIME_FLOOR"):  # --floor: the same calls, no measuring or judging
+    def protocol(self, item, nextitem):
+        ihook = item.ihook
+        ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        reports = S.runtestprotocol(item, nextitem=nextitem, log=False)
+        for report in reports:
+            ihook.pytest_runtest_logreport(report=report)
+        ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+        return True
+
 def timed_protocol(self, item, nextitem):
     item.location  # cached on first use, ~0.1 ms: pytest's own protocol asks for it too
     started = clock()
@@ -158,6 +168,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", default="more-itertools", help=f"{', '.join(PINNED)}, self, or a path")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also time runs whose protocol measures and judges nothing: what the timers and the plugin's other "
+        "hooks come to",
+    )
     parser.add_argument("extra", nargs="*", help="more pytest arguments (after --)")
     args = parser.parse_args(argv)
     suite = resolve(args.suite)
@@ -167,23 +183,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print("$ cd", suite.cwd or Path.cwd(), "&& python -c DRIVER", shlex.join(cmd[len(PYTEST_MODULE) :]), flush=True)
     shares: List[float] = []
     check_shares: List[float] = []
+    floors: List[float] = []
+    kinds = [("run", env)] + ([("floor run", {**env, "MEMGUARD_SELF_TIME_FLOOR": "1"})] if args.floor else [])
     for run in range(1, args.runs + 1):
-        t = one_run(cmd, suite.cwd, env)
-        own = t["protocol"] - t["pytest_protocol"] - t["logging"] + t["hooks"] + t["call_malloc"]
-        without = t["run"] - own
-        shares.append(own / without)
-        check_shares.append(t["leak_checks"] / without)
-        per_test = (own - t["leak_checks"]) / max(1, t["tests"]) * 1e6
-        print(
-            f"run {run}/{args.runs}: {t['run']:.2f} s, {int(t['tests'])} tests; memguard's own time {own * 1e3:.1f} ms"
-            f" = {own / without:+.2%} (leak checks {t['leak_checks'] * 1e3:.1f} ms; per test otherwise"
-            f" {per_test:.0f} µs, of which {t['call_malloc'] / max(1, t['tests']) * 1e6:.0f} µs around the call)",
-            flush=True,
-        )
+        for kind, run_env in kinds:  # alternating, so both see the machine in the same mood
+            t = one_run(cmd, suite.cwd, run_env)
+            own = t["protocol"] - t["pytest_protocol"] - t["logging"] + t["hooks"] + t["call_malloc"]
+            without = t["run"] - own
+            (floors if kind == "floor run" else shares).append(own / without)
+            if kind == "run":
+                check_shares.append(t["leak_checks"] / without)
+            per_test = (own - t["leak_checks"]) / max(1, t["tests"]) * 1e6
+            print(
+                f"{kind} {run}/{args.runs}: {t['run']:.2f} s, {int(t['tests'])} tests; memguard's own time"
+                f" {own * 1e3:.1f} ms = {own / without:+.2%} (leak checks {t['leak_checks'] * 1e3:.1f} ms; per test"
+                f" otherwise {per_test:.0f} µs, of which {t['call_malloc'] / max(1, t['tests']) * 1e6:.0f} µs around"
+                " the call)",
+                flush=True,
+            )
     print(
         f"{suite.name}: memguard's own time, median of {args.runs} runs: {statistics.median(shares):+.2%} of the run "
         f"without it (leak checks {statistics.median(check_shares):+.2%}); an estimate, not the overhead"
     )
+    if floors:
+        print(
+            f"{suite.name}: floor, median of {args.runs} runs whose protocol measures and judges nothing:"
+            f" {statistics.median(floors):+.2%} (the timers themselves and the plugin's other hooks)"
+        )
     return 0
 
 
