@@ -394,19 +394,13 @@ class Tracker:
         if self._trim is not None:
             self._trim()
 
-    def state(self) -> tuple[int, int, Optional[int], Optional[int], Optional[int]]:
-        """Absolute ``(rss, blocks, fds, heap, malloc)`` now; heap whenever tracemalloc runs; malloc
-        with glibc's per-thread cache filled (:meth:`malloc_settled`). The fill comes first: it
-        leaves two blocks in the free lists, the same in every state, which a reading taken
-        before it would see go at the next collection."""
+    def state(self) -> tuple[int, Optional[int], Optional[int]]:
+        """Absolute ``(rss, fds, malloc)`` now; malloc with glibc's per-thread cache left out
+        (:meth:`malloc_settled`). The caller reads the block count and the traced heap after
+        it, last: what these readings make and drop (this tuple, say, into the tuple free
+        list) is then in those the same way every time."""
         malloc = self.malloc_settled()
-        return (
-            self._rss(),
-            sys.getallocatedblocks(),
-            self._fds(),
-            tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None,
-            malloc,
-        )
+        return self._rss(), self._fds(), malloc
 
     def finish(self, start: Start) -> Measurement:
         """Readings after a test, relative to ``start``."""

@@ -52,12 +52,12 @@ def test_confirmed_leak_fails_with_one_line_and_names_the_site(pytester: pytest.
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         [
-            "leaks 2.0 MiB/run over * runs",
+            "leaks 2.0 MiB/run* over * runs",  # and "1 objects/run": the bytearray
             "*- memguard -*",
-            "leak: leaks 2.0 MiB/run over * runs",
+            "leak: leaks 2.0 MiB/run* over * runs",
             "  2.0 MiB/run, */run at *test_leaky.py:6",
             "Leaks (confirmed by re-running the test):",
-            "  test_leaky.py::test_leaks: leaks 2.0 MiB/run over * runs",
+            "  test_leaky.py::test_leaks: leaks 2.0 MiB/run* over * runs",
             "leak screening: 1 suspect(s) re-run to confirm, 1 confirmed; session memory pressure *",
             "FAILED test_leaky.py::test_leaks - MemoryLimitExceeded: leaks 2.0 MiB/run*",
         ]
@@ -183,6 +183,35 @@ def test_growth_that_stops_after_two_runs_is_cleared_without_tracing(pytester: p
     # a cache that takes two runs to fill: the quick look's second re-run sees it stop
     pytester.makepyfile(
         test_two="""
+        class Link:
+            __slots__ = ("next",)
+
+            def __init__(self, next):
+                self.next = next
+
+        CACHE, FILLS = None, []
+
+        def test_fills_in_two_runs():
+            global CACHE
+            if len(FILLS) < 2:
+                FILLS.append(None)
+                for _ in range(3000):  # objects only: no container that grows, no C heap
+                    CACHE = Link(CACHE)
+        """
+    )
+    _, tests = verdicts(pytester)
+    leak = tests["test_fills_in_two_runs"]["leak"]
+    assert isinstance(leak, dict)
+    assert (leak["confirmed"], leak["runs"]) == (False, 3)
+
+
+def test_a_c_heap_cache_that_fills_in_two_runs_is_no_leak(pytester: pytest.Pytester) -> None:
+    # The same with C heap: a suspect whose call phase kept 1 KiB or more has its re-runs
+    # watched with a 1 KiB bar, and a clean re-run moves glibc's count by up to ~1.1 KiB on
+    # its own (1,088 B seen in a pytester session), so the quick look may pass it on to
+    # traced re-runs; they clear it.
+    pytester.makepyfile(
+        test_two="""
         CACHE = []
 
         def test_fills_in_two_runs():
@@ -193,7 +222,8 @@ def test_growth_that_stops_after_two_runs_is_cleared_without_tracing(pytester: p
     _, tests = verdicts(pytester)
     leak = tests["test_fills_in_two_runs"]["leak"]
     assert isinstance(leak, dict)
-    assert (leak["confirmed"], leak["runs"]) == (False, 3)
+    assert leak["confirmed"] is False
+    assert tests["test_fills_in_two_runs"]["verdict"] == "ok"
 
 
 def test_doctests_are_checked_too(pytester: pytest.Pytester) -> None:

@@ -227,10 +227,19 @@ def _idle_sample_steps(fill: bool) -> list[int]:
         measuring.close()
 
 
+def test_idle_samples_read_no_growth_and_hardly_any_shrinking() -> None:
+    # A sample's own objects that went to the free lists were once taken for its own, and
+    # the next collection freed them: each idle step read 5 blocks short.
+    # (the median step: under xdist, execnet's thread allocates now and then in between)
+    steps = sorted(_idle_sample_steps(fill=False))
+    assert -2 <= steps[len(steps) // 2] <= 0, steps
+
+
 def test_filling_glibcs_cache_adds_nothing_to_a_samples_block_count() -> None:
     # The fill leaves two blocks in the free lists; read after the block count they were
     # taken for the sample's own and went at the next collection: two blocks a step short.
-    assert _idle_sample_steps(fill=True) == _idle_sample_steps(fill=False)
+    # Three tries: under xdist, execnet's thread allocates now and then while samples read.
+    assert any(_idle_sample_steps(fill=True) == _idle_sample_steps(fill=False) for _ in range(3))
 
 
 def test_a_start_can_take_a_carried_block_count_instead_of_reading_it(tracker: Tracker) -> None:
