@@ -47,7 +47,7 @@ from pytest_memguard import session as S, tracker as T
 
 clock = time.perf_counter
 acc = {"protocol": 0.0, "pytest_protocol": 0.0, "logging": 0.0, "hooks": 0.0, "call_malloc": 0.0,
-       "leak_checks": 0.0, "tests": 0}
+       "leak_checks": 0.0, "analyses": 0.0, "tests": 0}
 inside = [False]  # within the pytest protocol the plugin calls for a test's own run
 checking = [False]  # within a suspect's leak check (counted whole, as leak_checks)
 
@@ -69,6 +69,7 @@ def timed_within(key, flag, function):
 
 S.runtestprotocol = timed_within("pytest_protocol", inside, need(S, "runtestprotocol"))
 S.confirm_leak = timed_within("leak_checks", checking, need(S, "confirm_leak"))
+S.analyse_flagged = timed_within("analyses", checking, need(S, "analyse_flagged"))  # its re-run's hooks: once
 
 def timing(key, method):
     @functools.wraps(method)  # pluggy reads the hook's argument names through __wrapped__

@@ -162,18 +162,20 @@ class _Sampling:
     def sample(self, peak: int, *, snapshot_first: bool = False) -> None:
         """Record what the process holds now, after a full collection and an allocator trim.
 
-        The first snapshot is taken before the readings, so it is in this sample and every
-        later one alike. The block count and the traced heap are read last: what the readings
+        The first snapshot is taken before the collection and the readings, so it is in this
+        sample and every later one alike. The block count and the traced heap are read last: what the readings
         made and dropped (into the free lists, which the next collection empties) is in every
         sample alike. What the sample itself keeps after that (the sample, its numbers) is
         counted as our own and taken off every later sample. Read the other way round, a
         sample took objects in the free lists for its own, and each step of idle samples read
         5 blocks short (now 1: the tuple that builds a RunSample) and, traced, 6 blocks and
         224 B short (now 2 and 144 B)."""
+        if snapshot_first and self.before is None and tracemalloc.is_tracing():
+            # before the collection and the trim: taking it copies the trace table, and freed
+            # but not trimmed, that copy read as tens of MB of RSS gone in the first step
+            self.before = _snapshot()
         gc.collect()
         self.tracker.trim()
-        if snapshot_first and self.before is None and tracemalloc.is_tracing():
-            self.before = _snapshot()
         rss, fds, malloc = self.tracker.state()
         blocks = sys.getallocatedblocks()
         heap = tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None

@@ -229,9 +229,9 @@ def decide(samples: Sequence[RunSample], max_steps: int, *, heap_needs_witness: 
 
 
 #: below these in every step, a suspect holds still: no need to look closer. Blocks: a re-run
-#: moves a few on its own account (1-4 for a clean test in a pytester session, ±6 on
-#: more-itertools), and a leak of a dozen small objects per run reads +12 or so (it read 5
-#: less while samples took objects in the free lists for their own, when the bar was 4); the
+#: moves a few on its own account (1-4 for a clean test in a pytester session), and a leak of a
+#: dozen small objects per run reads +11 or so (5 less while samples took objects in the free
+#: lists for their own, when the bar was 4: either way a quick look passes on 9 or more); the
 #: traced heap can still confirm a leak that passes it: a low bar costs traced re-runs, a
 #: high one misses leaks. RSS: the floor, as a step below it confirms nothing.
 #: C heap: a re-run moves it by up to ~1 KiB on its own account (seen in pytester sessions).

@@ -52,7 +52,7 @@ def test_confirmed_leak_fails_with_one_line_and_names_the_site(pytester: pytest.
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         [
-            "leaks 2.0 MiB/run* over * runs",  # and "1 objects/run": the bytearray
+            "leaks 2.0 MiB/run, 1 objects/run over * runs",  # the bytearray
             "*- memguard -*",
             "leak: leaks 2.0 MiB/run* over * runs",
             "  2.0 MiB/run, */run at *test_leaky.py:6",
@@ -223,6 +223,7 @@ def test_a_c_heap_cache_that_fills_in_two_runs_is_no_leak(pytester: pytest.Pytes
     leak = tests["test_fills_in_two_runs"]["leak"]
     assert isinstance(leak, dict)
     assert leak["confirmed"] is False
+    assert not leak["note"]  # checked, not skipped
     assert tests["test_fills_in_two_runs"]["verdict"] == "ok"
 
 

@@ -30,6 +30,12 @@ def test_record_round_trips_through_user_properties() -> None:
     assert record.plain  # what lets the session keep the record it built instead of rebuilding it
 
 
+def test_the_record_lists_the_measurements_fields_in_their_order() -> None:
+    from pytest_memguard.record import _FIGURES
+
+    assert tuple(field for _, field in _FIGURES) == Measurement._fields  # to_properties zips them
+
+
 def test_a_record_with_findings_a_leak_or_an_analysis_is_not_plain() -> None:
     base = MemoryRecord("t.py::test_a", Measurement(5 * MIB, 0, None, None, 0))
     finding = Finding("t.py::test_a", "rss_peak", MIB, 5 * MIB, MIB)
@@ -233,6 +239,36 @@ def test_idle_samples_read_no_growth_and_hardly_any_shrinking() -> None:
     # (the median step: under xdist, execnet's thread allocates now and then in between)
     steps = sorted(_idle_sample_steps(fill=False))
     assert -2 <= steps[len(steps) // 2] <= 0, steps
+
+
+def test_traced_idle_samples_read_no_memory_gone_with_the_first_snapshot() -> None:
+    # The first snapshot copies tracemalloc's trace table; freed and not yet trimmed, that
+    # copy made the first sample's RSS read tens of MB high, and the first step cleared a
+    # suspect that leaked native memory.
+    from pytest_memguard.leak_check import _Sampling
+    from pytest_memguard.leak_detector import FLOORS
+
+    was_tracing = tracemalloc.is_tracing()
+    tracemalloc.start()
+    traced = [str(index) for index in range(200_000)]  # a trace table worth copying
+    measuring = Tracker()
+    try:
+        measuring.start(screen=False)
+        sampling = _Sampling(None, None, measuring)  # type: ignore[arg-type]  # sample() runs nothing
+        for _ in range(3):
+            sampling.sample(0, snapshot_first=True)
+        pairs = list(zip(sampling.samples, sampling.samples[1:]))
+        assert all(abs(after.rss - before.rss) < FLOORS["rss"] for before, after in pairs)
+        assert all(
+            abs(after.malloc - before.malloc) < FLOORS["malloc"]
+            for before, after in pairs
+            if after.malloc is not None and before.malloc is not None
+        )
+    finally:
+        measuring.close()
+        del traced
+        if not was_tracing:
+            tracemalloc.stop()
 
 
 def test_filling_glibcs_cache_adds_nothing_to_a_samples_block_count() -> None:
