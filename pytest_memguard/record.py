@@ -14,10 +14,15 @@ from .leak_detector import AllocationSite, LeakReport
 from .tolerance import FIGURES
 from .tracker import Measurement
 
-__all__ = ["ANALYSIS_TOP", "PREFIX", "MemoryRecord", "Verdict"]
+__all__ = ["ANALYSIS_TOP", "PREFIX", "MemoryRecord", "Verdict", "is_ours"]
 
 PREFIX = "memguard_"
 ANALYSIS_TOP = 5  # sites, components and operations an analysis keeps on the record
+
+
+def is_ours(name: object) -> bool:
+    """Whether a report property of this name is one :meth:`MemoryRecord.from_properties` reads."""
+    return isinstance(name, str) and name.startswith(PREFIX)
 
 
 class Verdict:
@@ -98,7 +103,7 @@ class MemoryRecord(NamedTuple):
     @classmethod
     def from_properties(cls, nodeid: str, properties: Iterable[tuple[str, object]]) -> Optional[MemoryRecord]:
         """Rebuild a record from a report's properties; ``None`` if the test was not measured."""
-        found = {name: value for name, value in properties if isinstance(name, str) and name.startswith(PREFIX)}
+        found = {name: value for name, value in properties if is_ours(name)}
         if "memguard_verdict" not in found:
             return None
         figures = {field: _as_int(found.get(name)) for name, field in _FIGURES}

@@ -24,7 +24,7 @@ from .gate import BaselineGate, GateResult, lowest, verdict_for
 from .leak_check import confirm_leak, measured_rerun, unchecked
 from .leak_detector import SCREENING, LeakReport, LeftBehind
 from .limits import HEAP_KEYS, RETAINED_KEYS, Breach, Limit, LimitError, check_limits, merge_limits, parse_limits
-from .record import PREFIX, MemoryRecord, Verdict
+from .record import MemoryRecord, Verdict, is_ours
 from .reporting.benchmark_export import render_benchmark_json
 from .reporting.json_report import render_json
 from .reporting.junit import write_junit
@@ -107,11 +107,6 @@ class _Carried(NamedTuple):
         if self.nodeid != nodeid or self.runs != runs or self.collections != collections:
             return None
         return self.blocks
-
-
-def _names_ours(properties: list[tuple[str, object]]) -> bool:
-    """Whether any of ``properties`` has a name :meth:`MemoryRecord.from_properties` reads."""
-    return any(isinstance(name, str) and name.startswith(PREFIX) for name, _ in properties)
 
 
 class _Collections:
@@ -381,7 +376,9 @@ class MemguardSession:
         # terminal reporter's stats (12 MB for 10,000 tests).
         teardown = reports[-1]
         # A test's own memguard_* properties (record_property) would be read back into its record.
-        handable = record.plain and not self.is_worker and not _names_ours(teardown.user_properties)
+        handable = (
+            record.plain and not self.is_worker and not any(is_ours(name) for name, _ in teardown.user_properties)
+        )
         teardown.user_properties.extend(record.to_properties())
         self._handed = (teardown, record) if handable else None
         if not message:
