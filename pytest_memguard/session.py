@@ -142,7 +142,6 @@ class MemguardSession:
         # Under --pdb a failure in a hidden re-run would open the debugger: never re-run then.
         self.can_rerun = not (config.getoption("usepdb", False) or config.getoption("trace", False))
         self._running: Optional[str] = None
-        self._running_item: Optional[pytest.Item] = None
         self._reported_while_running = False
         self._watch_call = False  # read the C heap around the running test's call phase
         self._malloc_in_call: Optional[int] = None
@@ -244,7 +243,7 @@ class MemguardSession:
             return None  # pytest's own protocol; a bad marker fails in setup
         ihook, nodeid = item.ihook, item.nodeid
         ihook.pytest_runtest_logstart(nodeid=nodeid, location=item.location)
-        self._running, self._running_item, self._reported_while_running = nodeid, item, False
+        self._running, self._reported_while_running = nodeid, False
         if self._first_test_at is None:
             self._first_test_at = time.perf_counter()
         screen = self._screens(plan)
@@ -262,9 +261,9 @@ class MemguardSession:
         collections, runs = self._collections.count, self._runs
         now = self.tracker.screening() if screen else (0, None)
         growth = self.tracker.growth(start, now, self._malloc_in_call)
-        counting = screen and nextitem is not None and self._collections in gc.callbacks
-        carry = _Carried(nextitem.nodeid, collections, runs, now[0]) if counting and nextitem else None
-        self._running, self._running_item, self._watch_call = None, None, False
+        counting = screen and self._collections in gc.callbacks
+        carry = _Carried(nextitem.nodeid, collections, runs, now[0]) if counting and nextitem is not None else None
+        self._running, self._watch_call = None, False
         try:
             if any(report.when == "call" for report in reports):
                 self._judge(item, nodeid, nextitem, plan, start, measurement, growth, reports)
@@ -280,7 +279,7 @@ class MemguardSession:
         """Innermost around the test body: the C heap it kept, without the ~1 KiB pytest keeps
         around every test on its own (its reports, a unittest item's attributes, the
         environment's PYTEST_CURRENT_TEST), which hides a small leak in the whole run's figure."""
-        if not self._watch_call or item is not self._running_item:  # not screened, or a hidden re-run
+        if not self._watch_call or item.nodeid != self._running:  # not screened, or a hidden re-run
             return (yield)
         before = self.tracker.malloc_in_use()
         try:
@@ -442,6 +441,16 @@ class MemguardSession:
         except Exception as exc:  # a check that breaks must never end the session
             return unchecked(f"leak check failed ({type(exc).__name__}: {exc}); the test was not checked")
 
+    def _before_first_screened(self) -> None:
+        """Collecting tests leaves garbage that the first automatic collection frees in the middle
+        of some early test, whose blocks and C heap then read as freed (-310 blocks, -2 KiB in the
+        leak corpus's first test): free it now, with a young collection (~0.2 ms; the finalizers
+        of that garbage run here, not in whichever test set the collection off). And fill
+        glibc's cache (see :meth:`Tracker.fill_cache`)."""
+        self._screened = True
+        gc.collect(1)
+        self.tracker.fill_cache()
+
     def _screens(self, plan: _Plan) -> bool:
         """Whether this test is screened for leaks (which needs readings before it starts)."""
         return plan.leaks != "off" and self.can_rerun
@@ -487,16 +496,6 @@ class MemguardSession:
         return measurements
 
     # -- the gate (controller) -------------------------------------------------
-    def _before_first_screened(self) -> None:
-        """Collecting tests leaves garbage that the first automatic collection frees in the middle
-        of some early test, whose blocks and C heap then read as freed (-310 blocks, -2 KiB in the
-        leak corpus's first test): free it now, with a young collection (~0.2 ms; the finalizers
-        of that garbage run here, not in whichever test set the collection off). And fill
-        glibc's cache (see :meth:`Tracker.fill_cache`)."""
-        self._screened = True
-        gc.collect(1)
-        self.tracker.fill_cache()
-
     @pytest.hookimpl(wrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
         gc.callbacks.append(self._collections)
