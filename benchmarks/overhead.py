@@ -17,6 +17,7 @@ the interpreter's own site-packages are left alone. Standard library only (pip r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -31,7 +32,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import IO, Dict, List, Optional, Sequence, Tuple
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work"
@@ -168,6 +169,36 @@ def run_once(suite: Suite, label: str, args: Sequence[str], env: Dict[str, str])
     return elapsed, cpu, counts
 
 
+def run_pair(
+    suite: Suite, pair: Sequence[Tuple[str, Sequence[str], Dict[str, str]]]
+) -> Dict[str, Tuple[float, float, Dict[str, int]]]:
+    """Start the runs of ``pair`` at the same moment and time each to its own exit: wall seconds,
+    CPU seconds (from ``wait4``, per child) and outcome counts. Exits if one does not pass."""
+    procs: Dict[int, Tuple[str, float, subprocess.Popen[bytes], IO[bytes]]] = {}
+    results: Dict[str, Tuple[float, float, Dict[str, int]]] = {}
+    failed = []
+    with contextlib.ExitStack() as files:
+        for label, args, env in pair:
+            out: IO[bytes] = files.enter_context(tempfile.TemporaryFile())  # a pipe could fill up and stall the run
+            proc = subprocess.Popen(command(suite, args), cwd=suite.cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+            procs[proc.pid] = (label, time.perf_counter(), proc, out)
+        for _ in range(len(procs)):
+            pid, status, usage = os.wait4(-1, 0)
+            label, started, proc, written = procs[pid]
+            elapsed = time.perf_counter() - started
+            proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; Popen must not wait again
+            written.seek(0)
+            output = written.read().decode(errors="replace")
+            counts = parse_outcomes(output)
+            results[label] = (elapsed, usage.ru_utime + usage.ru_stime, counts)
+            if proc.returncode != 0 or counts.get("failed") or counts.get("errors") or not counts:
+                tail = "\n".join(output.splitlines()[-40:])
+                failed.append(f"the {label} run did not pass (exit code {proc.returncode}, outcomes {counts}):\n{tail}")
+    if failed:
+        sys.exit("error: " + "\n".join(failed))
+    return results
+
+
 def version_of(what: str, env: Dict[str, str], cwd: Optional[Path]) -> str:
     version = f"getattr(m, '__version__', 0) or importlib.metadata.version({what!r})"
     code = f"import importlib.metadata, {what} as m; print({version}, m.__file__)"
@@ -186,6 +217,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--mode", action="append", choices=sorted(MODES), help=compare)
     parser.add_argument("--rounds", type=int, default=10, help="timed rounds (default 10)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first, to fill caches (default 1)")
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="run each mode at the same time as a plain run of its own (needs 2 free cores): both see the machine "
+        "in the same mood, so a round's ratio is much steadier",
+    )
     opts = parser.parse_args(argv)
     modes: List[str] = list(dict.fromkeys(opts.mode or ["memguard"]))
     if opts.rounds < 1 or opts.warmup < 0:
@@ -205,13 +242,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for label, args in labelled:
         print(f"{label:>9}: cd {shlex.quote(str(suite.cwd))} && {prefix} {shlex.join(command(suite, args))}")
 
-    times: Dict[str, List[float]] = {label: [] for label, _ in labelled}
-    cpus: Dict[str, List[float]] = {label: [] for label, _ in labelled}
+    # the plain runs each mode is compared with: its own partners under --together
+    base_of = {label: f"plain/{label}" if opts.together else "plain" for label, _ in labelled[1:]}
+    runs = [*dict.fromkeys(base_of.values()), *base_of] if opts.together else [label for label, _ in labelled]
+    times: Dict[str, List[float]] = {label: [] for label in runs}
+    cpus: Dict[str, List[float]] = {label: [] for label in runs}
     expected: Dict[str, int] = {}
     for round_no in range(-opts.warmup + 1, opts.rounds + 1):
         line = [f"warmup {round_no + opts.warmup}/{opts.warmup}" if round_no < 1 else f"round {round_no}/{opts.rounds}"]
-        for label, args in labelled:
-            elapsed, cpu, counts = run_once(suite, label, args, {**env, **MODE_ENV.get(label, {})})
+        timed: Dict[str, Tuple[float, float, Dict[str, int]]] = {}
+        if opts.together:
+            for label, args in labelled[1:]:
+                pair = [(base_of[label], (), env), (label, args, {**env, **MODE_ENV.get(label, {})})]
+                timed.update(run_pair(suite, pair if round_no % 2 else pair[::-1]))  # who starts first alternates
+        else:
+            for label, args in labelled:
+                timed[label] = run_once(suite, label, args, {**env, **MODE_ENV.get(label, {})})
+        for label, (elapsed, cpu, counts) in timed.items():
             counts.pop("warnings", None)  # may legitimately differ; the outcomes may not
             if not expected:
                 expected = counts
@@ -230,11 +277,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for what, series in (("wall", times), ("CPU (user+sys)", cpus)):
         medians = ", ".join(f"{label} {statistics.median(t):.2f}s" for label, t in series.items())
         print(f"median {what} time: {medians}")
+    if opts.together:
+        print("each mode ran at the same time as its own plain run (--together)")
     for label, _ in labelled[1:]:
-        print(f"{label} CPU time: median overhead {overhead(cpus['plain'], cpus[label])}")
+        print(f"{label} CPU time: median overhead {overhead(cpus[base_of[label]], cpus[label])}")
     for label, args in labelled[1:]:
         shown = " ".join(args) or " ".join(f"{k}={v}" for k, v in MODE_ENV.get(label, {}).items())
-        print(f"{title}: {shown} median overhead {overhead(times['plain'], times[label])}")
+        print(f"{title}: {shown} median overhead {overhead(times[base_of[label]], times[label])}")
     if "memguard" in modes:
         print(f"{title}: {count_suspects(suite, env)}")
     return 0
