@@ -1,10 +1,12 @@
 """Wall-clock overhead of ``pytest --memguard`` on a real test suite.
 
 Each round runs the suite once plain and once per measured mode, every run in a fresh subprocess, in the same order
-(A B A B ...). The figure reported per mode is the median of the per-round ratios mode/plain.
+(A B A B ...); with ``--together``, each mode at the same moment as a plain run of its own. The figure reported per
+mode is the median of the per-round ratios mode/plain, with a 95% confidence interval for that median.
 
     python benchmarks/overhead.py                          # more-itertools (pinned sdist), --memguard, 10 rounds
     python benchmarks/overhead.py --mode memguard --mode trace --rounds 20
+    python benchmarks/overhead.py --together --rounds 100     # steadier ratios; needs two free cores
     python benchmarks/overhead.py --suite attrs            # attrs (pinned sdist) with hypothesis
     python benchmarks/overhead.py --suite self             # this repository's tests/
     python benchmarks/overhead.py --suite path/to/tests    # any directory
@@ -182,10 +184,13 @@ def run_pair(
             out: IO[bytes] = files.enter_context(tempfile.TemporaryFile())  # a pipe could fill up and stall the run
             proc = subprocess.Popen(command(suite, args), cwd=suite.cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
             procs[proc.pid] = (label, time.perf_counter(), proc, out)
+        ended = []  # all reaped before any output is read, which would add to a later exit's time
         for _ in range(len(procs)):
             pid, status, usage = os.wait4(-1, 0)
+            ended.append((pid, time.perf_counter(), status, usage))
+        for pid, stopped, status, usage in ended:
             label, started, proc, written = procs[pid]
-            elapsed = time.perf_counter() - started
+            elapsed = stopped - started
             proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; Popen must not wait again
             written.seek(0)
             output = written.read().decode(errors="replace")
@@ -227,6 +232,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     modes: List[str] = list(dict.fromkeys(opts.mode or ["memguard"]))
     if opts.rounds < 1 or opts.warmup < 0:
         parser.error("--rounds must be >= 1 and --warmup >= 0")
+    if opts.together and not hasattr(os, "wait4"):
+        parser.error("--together needs os.wait4 (POSIX)")
 
     suite = resolve(opts.suite)
     dropped = [k for k in UNSET if k in os.environ]
