@@ -2,8 +2,9 @@
 
 Only suspects pay for this (screening is in :mod:`pytest_memguard.session`). Each re-run
 is a full setup/call/teardown (as pytest-rerunfailures does it), its reports are
-dropped, and after each one the cycle collector runs and the C allocator is trimmed,
-so the samples show what the test really keeps. tracemalloc watches the re-runs
+dropped, and after each one bounded caches are emptied (as CPython's ``regrtest -R`` does),
+the cycle collector runs and the C allocator is trimmed, so the samples show what the
+test really keeps. tracemalloc watches the re-runs
 (started here if it was off) to name the allocation sites that grew.
 """
 
@@ -22,6 +23,7 @@ import pytest
 from _pytest.runner import runtestprotocol
 
 from .allocation_analyzer import exclude_filters
+from .interpreter_caches import clear_bounded_caches
 from .leak_detector import AllocationSite, LeakReport, RunSample, decide, judge_runs, quiet
 from .tracker import Measurement, Tracker
 
@@ -160,7 +162,9 @@ class _Sampling:
         return True
 
     def sample(self, peak: int, *, snapshot_first: bool = False) -> None:
-        """Record what the process holds now, after a full collection and an allocator trim.
+        """Record what the process holds now, after emptying the interpreter's bounded caches
+        (:mod:`.interpreter_caches`: one filling over many runs would read as a leak), a full
+        collection and an allocator trim.
 
         The first snapshot is taken before the collection and the readings, so it is in this
         sample and every later one alike. The block count and the traced heap are read last: what the readings
@@ -174,6 +178,7 @@ class _Sampling:
             # before the collection and the trim: taking it copies the trace table, and freed
             # but not trimmed, that copy read as tens of MB of RSS gone in the first step
             self.before = _snapshot()
+        clear_bounded_caches()
         gc.collect()
         self.tracker.trim()
         rss, fds, malloc = self.tracker.state()

@@ -19,6 +19,7 @@ import socket
 import sys
 import tempfile
 import threading
+import typing
 from typing import ClassVar
 
 import pytest
@@ -186,6 +187,13 @@ def _bounded(key: int) -> str:
 def test_clean_bounded_lru_cache_filling_up() -> None:
     for _ in range(50):
         _bounded(next(_bounded_keys))
+
+
+def test_clean_typing_cache_filling_slowly() -> None:
+    # typing memoises List[X] in a 128-entry lru_cache: one new class a run (with 8 KiB in its
+    # namespace) grows it for 128 runs, steadily over a leak check's few re-runs
+    made = type("Made", (), {"payload": "x" * (8 * KIB)})
+    assert typing.List[made] is typing.List[made]
 
 
 def test_clean_warm_up_cache_fills_once() -> None:
