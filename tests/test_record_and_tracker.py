@@ -375,3 +375,41 @@ def test_both_linux_fd_counters_agree() -> None:
             os.close(write_end)
     finally:
         files.close()
+
+
+def test_c_heap_readings_stop_where_most_are_slow_and_a_note_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    tracker = Tracker()
+    tracker.fill_cache()  # sets the tracker up
+    ticks = iter(range(0, 10**12, 60_000))  # every reading seems to take 60 µs
+    monkeypatch.setattr(tracker_module.time, "perf_counter_ns", lambda: next(ticks))
+    monkeypatch.setattr(tracker, "_malloc", lambda: 1000)
+    monkeypatch.setattr(tracker, "_malloc_settled", lambda: 900)
+    try:
+        readings = [tracker.malloc_in_use() for _ in range(64)]
+        assert readings == [1000] * 64
+        assert tracker.malloc_in_use() is None
+        assert tracker.malloc_settled() is None  # a leak check's samples do without it too
+        assert any("too fragmented" in note for note in tracker.notes)
+    finally:
+        tracker.close()
+
+
+def test_c_heap_readings_go_on_where_few_are_slow(monkeypatch: pytest.MonkeyPatch) -> None:
+    tracker = Tracker()
+    tracker.fill_cache()
+    durations = iter([60_000 if index % 4 == 0 else 5_000 for index in range(200)])  # one in four slow
+    clock = {"now": 0, "reads": 0}
+
+    def now() -> int:  # read twice a reading: before it, and after it (its duration later)
+        clock["reads"] += 1
+        if clock["reads"] % 2 == 0:
+            clock["now"] += next(durations)
+        return clock["now"]
+
+    monkeypatch.setattr(tracker_module.time, "perf_counter_ns", now)
+    monkeypatch.setattr(tracker, "_malloc", lambda: 1000)
+    try:
+        assert [tracker.malloc_in_use() for _ in range(200)] == [1000] * 200
+        assert not any("too fragmented" in note for note in tracker.notes)
+    finally:
+        tracker.close()
