@@ -27,9 +27,12 @@ def _clearers() -> list[Callable[[], object]]:
     if re is not None:
         clearers.append(re.purge)
     strategy_cache = sys.modules.get("hypothesis.strategies._internal.utils")
-    clear = getattr(strategy_cache, "clear_cache", None)
-    if callable(clear):
-        clearers.append(clear)
+    # clear_strategy_cache in recent releases (6.170), clear_cache in older ones (6.130)
+    for name in ("clear_strategy_cache", "clear_cache"):
+        clear = getattr(strategy_cache, name, None)
+        if callable(clear):
+            clearers.append(clear)
+            break
     return clearers
 
 

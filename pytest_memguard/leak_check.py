@@ -174,11 +174,11 @@ class _Sampling:
         sample took objects in the free lists for its own, and each step of idle samples read
         5 blocks short (now 1: the tuple that builds a RunSample) and, traced, 6 blocks and
         224 B short (now 2 and 144 B)."""
+        clear_bounded_caches()  # before the snapshot too, or what the caches held reads as freed sites
         if snapshot_first and self.before is None and tracemalloc.is_tracing():
             # before the collection and the trim: taking it copies the trace table, and freed
             # but not trimmed, that copy read as tens of MB of RSS gone in the first step
             self.before = _snapshot()
-        clear_bounded_caches()
         gc.collect()
         self.tracker.trim()
         rss, fds, malloc = self.tracker.state()

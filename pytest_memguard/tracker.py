@@ -40,6 +40,7 @@ _TRIM_AT_BYTES = 1024 * 1024
 # of a window of readings take longer than this, screening stops reading the C heap.
 _MALLOC_READ_LIMIT_NS = 50_000
 _MALLOC_READ_WINDOW = 64
+_clock = time.perf_counter_ns  # a name of this module's own, for tests to stand a fake clock in
 # getrusage's mark reads from counters the kernel sums lazily (per CPU), /proc exactly: allow that
 # much apart (so a peak can read up to this much high when an exec's mark sits just above a start)
 _MAXRSS_SLACK = 256 * 1024
@@ -368,9 +369,9 @@ class Tracker:
         collection) showing where the cache used to hide it."""
         if self._malloc is None:
             return None
-        started = time.perf_counter_ns()
+        started = _clock()
         value = self._malloc()
-        self._slow_malloc_reads += time.perf_counter_ns() - started > _MALLOC_READ_LIMIT_NS
+        self._slow_malloc_reads += _clock() - started > _MALLOC_READ_LIMIT_NS
         self._malloc_reads += 1
         if self._malloc_reads == _MALLOC_READ_WINDOW:
             if 2 * self._slow_malloc_reads > _MALLOC_READ_WINDOW:
@@ -382,6 +383,7 @@ class Tracker:
         """Turn the C heap readings off for the rest of the session (all of them: a leak check's
         too, whose samples then do without), and say so."""
         self._malloc = self._malloc_settled = None
+        self._fill_tcache = None  # it only kept those readings true
         self.notes.append(
             f"glibc's heap is too fragmented to read cheaply here (most of {_MALLOC_READ_WINDOW} readings took over "
             f"{_MALLOC_READ_LIMIT_NS // 1000} µs), so leak screening stopped reading it: native memory kept "

@@ -25,13 +25,22 @@ def test_typing_cache_lets_go_of_what_it_held() -> None:
     assert gone() is None
 
 
-def test_hypothesis_strategy_cache_cleared_when_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("name", ["clear_strategy_cache", "clear_cache"])  # hypothesis 6.170, 6.130
+def test_hypothesis_strategy_cache_cleared_when_loaded(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     calls: list[str] = []
     fake = types.ModuleType("hypothesis.strategies._internal.utils")
-    fake.clear_cache = lambda: calls.append("hypothesis")  # type: ignore[attr-defined]
+    setattr(fake, name, lambda: calls.append(name))
     monkeypatch.setitem(sys.modules, "hypothesis.strategies._internal.utils", fake)
     clear_bounded_caches()
-    assert calls == ["hypothesis"]
+    assert calls == [name]
+
+
+def test_hypothesis_strategy_cache_really_cleared() -> None:
+    strategies = pytest.importorskip("hypothesis.strategies")
+    made = strategies.integers()
+    assert strategies.integers() is made  # memoised
+    clear_bounded_caches()
+    assert strategies.integers() is not made
 
 
 def test_a_failing_clearer_neither_raises_nor_stops_the_others(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -377,39 +377,44 @@ def test_both_linux_fd_counters_agree() -> None:
         files.close()
 
 
-def test_c_heap_readings_stop_where_most_are_slow_and_a_note_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    tracker = Tracker()
-    tracker.fill_cache()  # sets the tracker up
-    ticks = iter(range(0, 10**12, 60_000))  # every reading seems to take 60 µs
-    monkeypatch.setattr(tracker_module.time, "perf_counter_ns", lambda: next(ticks))
-    monkeypatch.setattr(tracker, "_malloc", lambda: 1000)
-    monkeypatch.setattr(tracker, "_malloc_settled", lambda: 900)
-    try:
-        readings = [tracker.malloc_in_use() for _ in range(64)]
-        assert readings == [1000] * 64
-        assert tracker.malloc_in_use() is None
-        assert tracker.malloc_settled() is None  # a leak check's samples do without it too
-        assert any("too fragmented" in note for note in tracker.notes)
-    finally:
-        tracker.close()
-
-
-def test_c_heap_readings_go_on_where_few_are_slow(monkeypatch: pytest.MonkeyPatch) -> None:
-    tracker = Tracker()
-    tracker.fill_cache()
-    durations = iter([60_000 if index % 4 == 0 else 5_000 for index in range(200)])  # one in four slow
+def _fake_clock(durations: list[int]) -> Callable[[], int]:
+    """A clock read twice a reading (before it, after it) whose readings take ``durations`` ns."""
+    steps = iter(durations)
     clock = {"now": 0, "reads": 0}
 
-    def now() -> int:  # read twice a reading: before it, and after it (its duration later)
+    def now() -> int:
         clock["reads"] += 1
         if clock["reads"] % 2 == 0:
-            clock["now"] += next(durations)
+            clock["now"] += next(steps)
         return clock["now"]
 
-    monkeypatch.setattr(tracker_module.time, "perf_counter_ns", now)
+    return now
+
+
+@pytest.mark.parametrize(("slow", "stops"), [(64, True), (33, True), (32, False), (16, False)])
+def test_c_heap_readings_stop_where_most_of_a_window_are_slow(
+    monkeypatch: pytest.MonkeyPatch, slow: int, stops: bool
+) -> None:
+    tracker = Tracker()
+    tracker.fill_cache()  # sets the tracker up
+    monkeypatch.setattr(tracker_module, "_clock", _fake_clock([60_000] * slow + [5_000] * (200 - slow)))
     monkeypatch.setattr(tracker, "_malloc", lambda: 1000)
+    monkeypatch.setattr(tracker, "_malloc_settled", lambda: 900)
+    filled: list[int] = []
+    monkeypatch.setattr(tracker, "_fill_tcache", lambda: filled.append(1))
     try:
-        assert [tracker.malloc_in_use() for _ in range(200)] == [1000] * 200
-        assert not any("too fragmented" in note for note in tracker.notes)
+        assert [tracker.malloc_in_use() for _ in range(64)] == [1000] * 64
+        after = [tracker.malloc_in_use() for _ in range(100)]
+        tracker.fill_cache()
+        noted = any("too fragmented" in note for note in tracker.notes)
+        if stops:
+            assert after == [None] * 100
+            assert tracker.malloc_settled() is None  # a leak check's samples do without it too
+            assert not filled  # the fill only kept those readings true
+            assert noted
+        else:
+            assert after == [1000] * 100
+            assert filled == [1]
+            assert not noted
     finally:
         tracker.close()
