@@ -72,12 +72,17 @@ _Frames = tuple[tuple[str, int], ...]  # innermost frame first, as _tracemalloc 
 
 
 def exclude_filters() -> tuple[tracemalloc.Filter, ...]:
-    """The filters whose frames never appear: pytest, _pytest, pluggy, tracemalloc, this package."""
+    """The filters whose frames never appear: pytest, _pytest, pluggy, tracemalloc, this package,
+    and hypothesis' pytest plugin (a hook wrapper around every test's call when hypothesis is
+    installed, so one of its lines would head the sites of any test)."""
     patterns = [tracemalloc.__file__, os.path.join(os.path.dirname(os.path.abspath(__file__)), "*")]
     for name in ("pytest", "_pytest", "pluggy"):
         spec = importlib.util.find_spec(name)  # top-level names: found without importing
         dirs = (spec.submodule_search_locations or []) if spec else []
         patterns += [os.path.join(d, "*") for d in dirs] or [f"*{os.sep}{name}{os.sep}*"]
+    plugin = importlib.util.find_spec("_hypothesis_pytestplugin")
+    if plugin is not None and plugin.origin:
+        patterns.append(plugin.origin)
     return tuple(tracemalloc.Filter(False, pattern) for pattern in patterns)
 
 

@@ -278,7 +278,8 @@ def add_options(parser: pytest.Parser) -> None:
         default=None,
         dest="memguard_leak_slow",
         help="a slow test that is a suspect by a small growth only: skip its re-runs and say so (default), "
-        "or check it. ini: memguard_leak_slow",
+        "or check it; likewise the allocation analysis of a slow test confirmed as leaking (one more traced "
+        "run). ini: memguard_leak_slow",
     )
     group.addoption(
         "--memguard-stack-depth",
@@ -293,7 +294,9 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("memguard_stack_depth", "frames per allocation site", default=str(DEFAULT_STACK_DEPTH))
     parser.addini("memguard_leaks", "fail, warn or off for confirmed leaks", default="fail")
     parser.addini("memguard_leak_runs", "measured re-runs to confirm a leak", default=str(DEFAULT_LEAK_RUNS))
-    parser.addini("memguard_leak_slow", "skip or check slow suspects with a small growth", default="skip")
+    parser.addini(
+        "memguard_leak_slow", "skip or check slow suspects with a small growth (and analyse slow leaks)", default="skip"
+    )
     reports = (
         ("--memguard-markdown", "memguard_markdown", "a GitHub-flavoured markdown report (for a PR comment)"),
         ("--memguard-junit", "memguard_junit", "a JUnit XML file: memory figures as properties, failures"),

@@ -420,3 +420,25 @@ def test_a_collection_between_tests_makes_the_next_test_read_its_own_start(pytes
     assert tests["test_before"]["verdict"] == "ok"
     assert "leak" not in tests["test_before"]  # not a suspect: no re-run came between
     assert tests["test_leaks_blocks_only"]["verdict"] == "leak"
+
+
+SLOW_LEAKY = """
+import time
+
+KEPT = []
+
+def test_slow_leak():
+    time.sleep(0.08)
+    KEPT.append(bytearray(2 * 1024 * 1024))
+"""
+
+
+@pytest.mark.parametrize("slow", ["skip", "check"])
+def test_a_slow_leaking_test_is_analysed_only_when_asked(pytester: pytest.Pytester, slow: str) -> None:
+    pytester.makepyfile(test_slow_leaky=SLOW_LEAKY)
+    _, tests = verdicts(pytester, f"--memguard-leak-slow={slow}")
+    entry = tests["test_slow_leak"]
+    assert entry["verdict"] == "leak"
+    skipped = "no allocation analysis of this slow test" in str(entry["message"])
+    assert skipped == (slow == "skip")
+    assert ("analysis" in entry) == (slow == "check")
