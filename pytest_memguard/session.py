@@ -43,6 +43,7 @@ __all__ = ["MaxfailWatch", "MemguardSession", "MemoryLimitExceeded"]
 
 MARKER = "memguard"
 REGRESSIONS_STAT = "memguard regressions"
+WORKER_NOTES = "memguard_notes"  # key in an xdist worker's workeroutput
 #: marker keywords that are not limits
 MARKER_OPTIONS = frozenset({"tolerance", "leak"})
 #: a suspect with a small growth whose run took longer than both is not re-run (--memguard-leak-slow)
@@ -606,6 +607,19 @@ class MemguardSession:
             record = MemoryRecord.from_properties(report.nodeid, report.user_properties)
         if record is not None:
             self.records.append(record)
+
+    # -- a worker's notes, for the controller's summary (xdist) ----------------
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.is_worker and self.tracker.notes:
+            session.config.workeroutput[WORKER_NOTES] = list(self.tracker.notes)  # type: ignore[attr-defined]
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: object, error: object) -> None:
+        """A worker's notes (a tracemalloc restart, C heap readings stopped) join the controller's,
+        once each however many workers say them."""
+        for note in getattr(node, "workeroutput", {}).get(WORKER_NOTES, []):
+            if isinstance(note, str) and note not in self.tracker.notes:
+                self.tracker.notes.append(note)
 
     # -- output -------------------------------------------------------------
     def pytest_report_header(self, config: pytest.Config) -> Optional[str]:

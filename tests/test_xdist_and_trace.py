@@ -129,3 +129,21 @@ def test_a_tests_own_memguard_properties_read_the_same_serial_and_under_xdist(
         return [(found["figure"], found["baseline"], found["tolerance"]) for found in only.get("findings", [])]
 
     assert findings("serial.json") == findings("xdist.json") == [("rss_peak", 1, 1)]
+
+
+STOPS_TRACING = """
+import tracemalloc
+
+def test_stops_tracing():
+    tracemalloc.stop()
+
+def test_after():
+    pass
+"""
+
+
+def test_a_workers_notes_reach_the_controllers_summary(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_stops=STOPS_TRACING)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--memguard", "--memguard-trace", "-n", "1")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*a test stopped tracemalloc; memguard restarted it for the next tests*"])
