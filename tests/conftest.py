@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -33,3 +34,15 @@ def run_measured(pytester: pytest.Pytester):
 def _no_job_summary(monkeypatch: pytest.MonkeyPatch) -> None:
     """Sessions run by these tests must not append to a real GitHub job summary."""
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _without_hypothesis_plugin(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sessions run by these tests leave hypothesis' pytest plugin out: it costs ~1.1 s a start,
+    which tripled the suite's time. Tests marked ``with_hypothesis_plugin`` keep it, to see
+    that it and memguard get along (it once broke the gate's summary, and showed in sites)."""
+    if "pytester" in request.fixturenames:
+        request.getfixturevalue("pytester")  # it empties PYTEST_ADDOPTS as it sets up: set it after
+    if request.node.get_closest_marker("with_hypothesis_plugin") is None:
+        addopts = f"{os.environ.get('PYTEST_ADDOPTS', '')} -p no:hypothesispytest".strip()
+        monkeypatch.setenv("PYTEST_ADDOPTS", addopts)

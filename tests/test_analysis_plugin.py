@@ -113,6 +113,7 @@ def test_quiet_keeps_the_analysis_out_of_the_summary(pytester: pytest.Pytester) 
     assert "analysis" in tests["test_over"]  # still in the reports
 
 
+@pytest.mark.with_hypothesis_plugin
 def test_stack_depth_gives_multi_frame_sites_without_pytest_or_memguard_frames(pytester: pytest.Pytester) -> None:
     path = pytester.makepyfile(test_an=SUITE)
     lines = [line_of(path, marker) for marker in ("MAKE", "HELPER", "CALL")]

@@ -42,6 +42,7 @@ def baseline_of(pytester: pytest.Pytester) -> dict[str, dict[str, int]]:
     return data["tests"]
 
 
+@pytest.mark.with_hypothesis_plugin
 def test_record_then_pass_then_catch_a_regression(suite: pytest.Pytester) -> None:
     recorded = run(suite, "--memguard-update-baseline")
     assert recorded.ret == pytest.ExitCode.OK
