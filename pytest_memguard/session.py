@@ -12,6 +12,7 @@ import gc
 import os
 import sys
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Generator, NamedTuple, Optional
 
 import pytest
@@ -343,19 +344,18 @@ class MemguardSession:
         analysis: Optional[AllocationAnalysis] = None
         notes: list[str] = []
         verdict: Optional[str] = None
+        duration = sum(report.duration for report in reports)
+        slow = duration > self._slow_after()  # before any re-run adds to the session's time
         try:
             leak = self._check_leak(item, nextitem, plan, measurement, growth, reports) if passed else None
             measurement, findings = self._compare(item, nodeid, nextitem, plan, measurement, rerun=passed)
             verdict = self._verdict(nodeid, breaches, findings, leak)
-            duration = sum(report.duration for report in reports)
-            if verdict == Verdict.LEAK and self.settings.leak_slow == "skip" and duration > self._slow_after():
+            if verdict == Verdict.LEAK and leak is not None and self.settings.leak_slow == "skip" and slow:
                 # The analysis is one more traced run (4-5 times the test's time): for a slow
-                # test (attrs' hypothesis tests: 1-4 s, ~7.5 s an analysis) the check's
-                # per-run figures and sites say enough.
-                notes.append(
-                    f"no allocation analysis of this slow test ({duration:.2f} s): the leak check's figures "
-                    "and sites stand for it; --memguard-leak-slow=check analyses it"
-                )
+                # test (attrs' hypothesis tests: 1-4 s, ~7.5 s an analysis) its leak report says
+                # enough. On the report, so the summary's Leaks section shows it too.
+                skipped = f"no allocation analysis of this slow test ({duration:.2f} s); --memguard-leak-slow=check"
+                leak = replace(leak, note="; ".join(filter(None, [leak.note, f"{skipped} analyses it"])))
             elif passed and self.can_rerun and plan.may_rerun:  # flagged tests only: one more hidden run
                 analysis, note = analyse_flagged(
                     item, nextitem, verdict, self.tracker, stack_depth=self.settings.stack_depth

@@ -436,9 +436,12 @@ def test_slow_leak():
 @pytest.mark.parametrize("slow", ["skip", "check"])
 def test_a_slow_leaking_test_is_analysed_only_when_asked(pytester: pytest.Pytester, slow: str) -> None:
     pytester.makepyfile(test_slow_leaky=SLOW_LEAKY)
-    _, tests = verdicts(pytester, f"--memguard-leak-slow={slow}")
+    result, tests = verdicts(pytester, f"--memguard-leak-slow={slow}")
     entry = tests["test_slow_leak"]
     assert entry["verdict"] == "leak"
     skipped = "no allocation analysis of this slow test" in str(entry["message"])
     assert skipped == (slow == "skip")
+    shown = "*test_slow_leak: leaks * over * runs; no allocation analysis of this slow test (*"
+    if slow == "skip":  # in the summary's Leaks section too, not only in the record
+        result.stdout.fnmatch_lines(["Leaks (confirmed by re-running the test):", shown])
     assert ("analysis" in entry) == (slow == "check")
