@@ -37,7 +37,7 @@ _SAMPLE_INTERVAL_S = 0.002
 _TRIM_AT_BYTES = 1024 * 1024
 # mallinfo2 walks every free chunk of glibc's heap: ~7 µs after a test in more-itertools' 50 MB
 # session, but 150 µs to 6 ms in attrs' hypothesis tests' 180 MB one, four times a test. When most
-# of a window of readings take longer than this, screening stops reading the C heap.
+# of a window of readings after a test take longer than this, screening stops reading the C heap.
 _MALLOC_READ_LIMIT_NS = 50_000
 _MALLOC_READ_WINDOW = 64
 _clock = time.perf_counter_ns  # a name of this module's own, for tests to stand a fake clock in
@@ -322,8 +322,10 @@ class Tracker:
     def screening(self) -> tuple[int, Optional[int]]:
         """Leak screening's readings now: ``(blocks, malloc)``. ~25 µs in a 50 MB session: the
         block count walks every pymalloc pool (CPython 3.10+: 11 µs in a loop, ~26 µs right after
-        the syscalls of :meth:`start`), glibc's every free chunk (~3 µs)."""
-        return sys.getallocatedblocks(), self.malloc_in_use()
+        the syscalls of :meth:`start`), glibc's every free chunk (~3 µs). The C heap reading is
+        timed here, once a test (not at every reading: the clock reads cost too), and stops
+        for the session where most of a window of them were slow."""
+        return sys.getallocatedblocks(), self._timed_malloc_in_use()
 
     def start(self, *, screen: bool = True, blocks: Optional[int] = None) -> Start:
         """Readings before a test; also resets the peak meters. ``screen``: also read what leak
@@ -367,6 +369,11 @@ class Tracker:
         (:meth:`malloc_settled`) costs ~7 µs more there, and on more-itertools it made 20 suspects
         instead of 14-15, the cyclic garbage of tests that raise (kept until the next
         collection) showing where the cache used to hide it."""
+        return self._malloc() if self._malloc is not None else None
+
+    def _timed_malloc_in_use(self) -> Optional[int]:
+        """:meth:`malloc_in_use`, timed: most of :data:`_MALLOC_READ_WINDOW` such readings over
+        :data:`_MALLOC_READ_LIMIT_NS` stop the C heap readings."""
         if self._malloc is None:
             return None
         started = _clock()
