@@ -321,13 +321,12 @@ class MemguardSession:
         # A test whose reports reach the terminal by themselves (subtests) cannot be
         # re-run unseen: it is measured once and neither leak-confirmed nor re-measured.
         passed = all(report.passed for report in reports) and not self._reported_while_running
-        if not plan.limits and self.gate is None:
-            left = self._left_behind(measurement, growth) if passed and self._screens(plan) else None
-            if left is None or not SCREENING.suspect(left):
-                # Most tests: no limit, no baseline, not a suspect, so nothing to judge but "ok".
-                # Going straight there spares ~10-15 µs a test of the general path below.
-                self._attach(MemoryRecord(nodeid, measurement), reports)
-                return
+        left = self._left_behind(measurement, growth) if passed and self._screens(plan) else None
+        if not plan.limits and self.gate is None and (left is None or not SCREENING.suspect(left)):
+            # Most tests: no limit, no baseline, not a suspect, so nothing to judge but "ok".
+            # Going straight there spares ~10-15 µs a test of the general path below.
+            self._attach(MemoryRecord(nodeid, measurement), reports)
+            return
         runs = self._runs
         breaches = check_limits(measurement, plan.limits)
         if any(breach.limit.key in RETAINED_KEYS for breach in breaches):
@@ -339,6 +338,8 @@ class MemguardSession:
                 rss_retained=again.rss_retained, heap_retained=again.heap_retained, fds_gained=again.fds_gained
             )
             breaches = check_limits(measurement, plan.limits)
+            if left is not None:  # screened on what is retained now
+                left = self._left_behind(measurement, growth)
         leak: Optional[LeakReport] = None
         findings: list[Finding] = []
         analysis: Optional[AllocationAnalysis] = None
@@ -347,7 +348,7 @@ class MemguardSession:
         duration = sum(report.duration for report in reports)
         slow = duration > self._slow_after()  # before any re-run adds to the session's time
         try:
-            leak = self._check_leak(item, nextitem, plan, measurement, growth, reports) if passed else None
+            leak = self._check_leak(item, nextitem, left, duration, slow) if left is not None else None
             measurement, findings = self._compare(item, nodeid, nextitem, plan, measurement, rerun=passed)
             verdict = self._verdict(nodeid, breaches, findings, leak)
             if verdict == Verdict.LEAK and leak is not None and self.settings.leak_slow == "skip" and slow:
@@ -434,26 +435,18 @@ class MemguardSession:
         )
 
     def _check_leak(
-        self,
-        item: pytest.Item,
-        nextitem: Optional[pytest.Item],
-        plan: _Plan,
-        measurement: Measurement,
-        growth: Growth,
-        reports: list[pytest.TestReport],
+        self, item: pytest.Item, nextitem: Optional[pytest.Item], left: LeftBehind, duration: float, slow: bool
     ) -> Optional[LeakReport]:
-        """Screen cheaply; re-run only a suspect to confirm (or clear) it."""
-        if not self._screens(plan):
-            return None
-        left = self._left_behind(measurement, growth)
+        """Screen cheaply (``left``: what the screened run left behind); re-run only a suspect to
+        confirm (or clear) it. ``duration``: the run's seconds; ``slow``: longer than
+        :meth:`_slow_after` then."""
         if not SCREENING.suspect(left):
             return None
-        duration = sum(report.duration for report in reports)
         small = SCREENING.small(left)
         # Re-runs cost a slow test's time again and again; for a small growth (most often a
         # first-call cache) that is more than the check is worth. Said, not hidden.
         skip_note = None
-        if small and self.settings.leak_slow == "skip" and duration > self._slow_after():
+        if small and self.settings.leak_slow == "skip" and slow:
             skip_note = (
                 f"a slow test ({duration:.2f} s) that kept a little memory on its first run was not "
                 "re-run; --memguard-leak-slow=check checks it"
@@ -470,7 +463,7 @@ class MemguardSession:
                 skip_note=skip_note,
                 quiet_malloc=quiet_malloc,
                 max_steps=self.settings.leak_runs,
-                first_run_rss=measurement.rss_retained,
+                first_run_rss=left.rss,
             )
         except pytest.exit.Exception:
             raise
