@@ -165,10 +165,18 @@ def run_once(suite: Suite, label: str, args: Sequence[str], env: Dict[str, str])
     proc = subprocess.run(cmd, cwd=suite.cwd, env=env, capture_output=True, text=True, check=False)
     elapsed, cpu = time.perf_counter() - start, children_cpu() - cpu
     counts = parse_outcomes(proc.stdout)
-    if proc.returncode != 0 or counts.get("failed") or counts.get("errors") or not counts:
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
-        sys.exit(f"error: the {label} run did not pass (exit code {proc.returncode}, outcomes {counts}):\n{tail}")
+    failure = did_not_pass(label, proc.returncode, counts, proc.stdout + proc.stderr)
+    if failure:
+        sys.exit(f"error: {failure}")
     return elapsed, cpu, counts
+
+
+def did_not_pass(label: str, code: int, counts: Dict[str, int], output: str) -> Optional[str]:
+    """Why a run does not count (it failed, errored or ran nothing), with its output's tail."""
+    if code == 0 and not counts.get("failed") and not counts.get("errors") and counts:
+        return None
+    tail = "\n".join(output.splitlines()[-40:])
+    return f"the {label} run did not pass (exit code {code}, outcomes {counts}):\n{tail}"
 
 
 def run_pair(
@@ -196,9 +204,9 @@ def run_pair(
             output = written.read().decode(errors="replace")
             counts = parse_outcomes(output)
             results[label] = (elapsed, usage.ru_utime + usage.ru_stime, counts)
-            if proc.returncode != 0 or counts.get("failed") or counts.get("errors") or not counts:
-                tail = "\n".join(output.splitlines()[-40:])
-                failed.append(f"the {label} run did not pass (exit code {proc.returncode}, outcomes {counts}):\n{tail}")
+            failure = did_not_pass(label, proc.returncode, counts, output)
+            if failure:
+                failed.append(failure)
     if failed:
         sys.exit("error: " + "\n".join(failed))
     return results
