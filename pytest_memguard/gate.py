@@ -57,6 +57,7 @@ class GateResult:
     environment_note: str = ""
     written: Optional[Path] = None
     changed_entries: int = 0
+    held: str = ""  # why an asked-for baseline update was not made (a run that stopped early)
 
     @property
     def failed(self) -> bool:

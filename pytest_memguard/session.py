@@ -530,6 +530,10 @@ class MemguardSession:
         gc.callbacks.append(self._collections)
         try:
             result = yield
+        except pytest.Session.Failed:  # -x, --maxfail: the tests that ran were measured whole
+            if not self.is_worker:
+                self._finish_run(session, interrupted=False, stopped=True)
+            raise
         except BaseException:
             if not self.is_worker:
                 self._finish_run(session, interrupted=True)
@@ -541,15 +545,19 @@ class MemguardSession:
             self._finish_run(session, interrupted=False)
         return result
 
-    def _finish_run(self, session: pytest.Session, *, interrupted: bool) -> None:
+    def _finish_run(self, session: pytest.Session, *, interrupted: bool, stopped: bool = False) -> None:
         """On the controller, after the last test: the gate, the baseline update, the JSON file.
-        An interrupted run writes its JSON but neither updates the baseline nor gates."""
+        An interrupted run writes its JSON but neither updates the baseline nor gates; one
+        ``stopped`` on failures (``-x``, ``--maxfail``) gates the tests it ran, and does not
+        update the baseline either."""
         if self.config.option.collectonly:
             return
         if self.gate is not None:
-            update = self.settings.update_baseline and not interrupted
-            self.gate_result = self.gate.finish(self.records, update=update)
-            if self.gate_result.failed and self.settings.gate == "fail" and not update and not interrupted:
+            recording = self.settings.update_baseline
+            self.gate_result = self.gate.finish(self.records, update=recording and not (interrupted or stopped))
+            if recording and (interrupted or stopped):
+                self.gate_result.held = "the run stopped before its last test; nothing recorded"
+            if self.gate_result.failed and self.settings.gate == "fail" and not recording and not interrupted:
                 session.testsfailed += len(self.gate_result.regressions)
                 # Also in pytest's closing line ("3 passed, 2 memguard regressions"), which
                 # would otherwise read as a success next to a non-zero exit code.
@@ -557,6 +565,7 @@ class MemguardSession:
                 if reporter is not None:
                     entries = [_RegressionEntry(record.nodeid) for record in self.gate_result.regressions]
                     reporter.stats.setdefault(REGRESSIONS_STAT, []).extend(entries)
+                    _forget_summary_types(reporter)
         try:
             self._write_reports()
         except OSError as exc:
@@ -669,6 +678,15 @@ class MaxfailWatch:
             if maxfail and failed >= maxfail and not item.session.shouldfail:
                 item.session.shouldfail = f"stopping after {failed} failures"
         return report
+
+
+def _forget_summary_types(reporter: object) -> None:
+    """pytest keeps the list of stats keys its closing line counts from the progress output on,
+    and sets it afresh only after the last test: a run that stops early (``-x``, ``--maxfail``)
+    would leave a key added after the tests out. Reset that cache (private to pytest, hence the
+    guard: without it pytest merely rebuilds the line as before)."""
+    if getattr(reporter, "_known_types", None) is not None:
+        reporter._known_types = None  # type: ignore[attr-defined]
 
 
 def _failure_repr(message: str) -> TerminalRepr:

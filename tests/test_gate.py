@@ -81,6 +81,23 @@ def test_regression_verdict_reaches_junitxml_and_xdist(suite: pytest.Pytester) -
     result.stdout.fnmatch_lines(["memguard gate: FAILED, 2 regressions *"])
 
 
+def test_a_run_stopped_on_a_failure_still_counts_its_regressions(suite: pytest.Pytester) -> None:
+    """-x stops the run with tests left; pytest's closing line is then built from a list of
+    kinds it kept from before the gate, which would leave the regressions out."""
+    run(suite, "--memguard-update-baseline")
+    suite.makepyfile(test_zfail="def test_fails():\n    assert False\n\ndef test_never_runs():\n    pass\n")
+    before = (suite.path / "memguard-baseline.yaml").read_text()
+    result = run(suite, "-x", size=16)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        ["memguard gate: FAILED, 2 regressions *", "*1 failed, 3 passed, 2 memguard regressions in *"]
+    )
+    stopped = run(suite, "-x", "--memguard-update-baseline", size=16)  # a partial run records nothing
+    assert stopped.ret == pytest.ExitCode.TESTS_FAILED
+    stopped.stdout.fnmatch_lines(["memguard baseline *: not written (the run stopped before its last test; *)"])
+    assert (suite.path / "memguard-baseline.yaml").read_text() == before
+
+
 def test_warn_mode_reports_without_failing(suite: pytest.Pytester) -> None:
     run(suite, "--memguard-update-baseline")
     result = run(suite, "--memguard-gate=warn", size=16)

@@ -158,7 +158,10 @@ def render_gate(result: GateResult, *, baseline: Path, gate: str, update: bool, 
     count = len(result.regressions)
     regressions = f"{count} regression{'' if count == 1 else 's'}"
     if update:
-        state = f"written ({result.changed_entries} entries changed)" if result.written else "unchanged"
+        if result.held:
+            state = f"not written ({result.held})"
+        else:
+            state = f"written ({result.changed_entries} entries changed)" if result.written else "unchanged"
         lines.append(f"memguard baseline {baseline}: {state}")
     elif result.failed and gate == "fail":
         lines.append(f"memguard gate: FAILED, {regressions} against {baseline}")
