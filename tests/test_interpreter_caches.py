@@ -25,6 +25,18 @@ def test_typing_cache_lets_go_of_what_it_held() -> None:
     assert gone() is None
 
 
+def test_type_attribute_cache_lets_go_of_names_built_at_run_time() -> None:
+    """CPython's type cache keeps a reference to each looked-up name (hypothesis builds
+    ``f"draw_{kind}"`` at every call: a new string each time, kept until its slot is reused)."""
+    holder = type("Holder", (), {})
+    name = "".join(["draw_", "boolean"])  # built at run time: a string of its own, not interned
+    alone = sys.getrefcount(name)
+    getattr(holder, name, None)  # a miss is cached too
+    assert sys.getrefcount(name) > alone
+    clear_bounded_caches()
+    assert sys.getrefcount(name) == alone
+
+
 @pytest.mark.parametrize("name", ["clear_strategy_cache", "clear_cache"])  # hypothesis 6.170, 6.130
 def test_hypothesis_strategy_cache_cleared_when_loaded(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     calls: list[str] = []
