@@ -8,6 +8,7 @@ then logged as usual, which is also how they reach the xdist controller.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import sys
@@ -166,6 +167,7 @@ class MemguardSession:
         # from the report's properties (~15 µs a test) where that gives the same record back
         self._handed: Optional[tuple[pytest.TestReport, MemoryRecord]] = None
         self._first_test_at: Optional[float] = None
+        self._ran_last = False  # the session's last test ran (-x on it is no early stop)
         self.write_errors: list[str] = []
         self.gate: Optional[BaselineGate] = None
         self.gate_result: Optional[GateResult] = None
@@ -259,6 +261,7 @@ class MemguardSession:
         self._running, self._reported_while_running = nodeid, False
         if self._first_test_at is None:
             self._first_test_at = time.perf_counter()
+        self._ran_last = nextitem is None
         screen = self._screens(plan)
         if screen and not self._screened:
             self._before_first_screened()
@@ -532,7 +535,7 @@ class MemguardSession:
             result = yield
         except pytest.Session.Failed:  # -x, --maxfail: the tests that ran were measured whole
             if not self.is_worker:
-                self._finish_run(session, interrupted=False, stopped=True)
+                self._finish_run(session, interrupted=False, stopped=not self._ran_last)
             raise
         except BaseException:
             if not self.is_worker:
@@ -547,9 +550,10 @@ class MemguardSession:
 
     def _finish_run(self, session: pytest.Session, *, interrupted: bool, stopped: bool = False) -> None:
         """On the controller, after the last test: the gate, the baseline update, the JSON file.
-        An interrupted run writes its JSON but neither updates the baseline nor gates; one
-        ``stopped`` on failures (``-x``, ``--maxfail``) gates the tests it ran, and does not
-        update the baseline either."""
+        An interrupted run (Ctrl-C, ``pytest.exit``, ``--sw``, xdist's ``--maxfail``) writes its
+        JSON and shows the gate's findings, but neither updates the baseline nor counts them as
+        failures; one ``stopped`` on failures before its last test (``-x``, ``--maxfail``)
+        counts them, and does not update the baseline either."""
         if self.config.option.collectonly:
             return
         if self.gate is not None:
@@ -686,7 +690,8 @@ def _forget_summary_types(reporter: object) -> None:
     would leave a key added after the tests out. Reset that cache (private to pytest, hence the
     guard: without it pytest merely rebuilds the line as before)."""
     if getattr(reporter, "_known_types", None) is not None:
-        reporter._known_types = None  # type: ignore[attr-defined]
+        with contextlib.suppress(AttributeError):  # say, a read-only property some day
+            reporter._known_types = None  # type: ignore[attr-defined]
 
 
 def _failure_repr(message: str) -> TerminalRepr:

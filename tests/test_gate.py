@@ -98,6 +98,15 @@ def test_a_run_stopped_on_a_failure_still_counts_its_regressions(suite: pytest.P
     assert (suite.path / "memguard-baseline.yaml").read_text() == before
 
 
+def test_x_on_the_last_test_is_a_whole_run(pytester: pytest.Pytester) -> None:
+    """pytest stops with -x after a failing last test too: every test ran, so the baseline
+    update asked for is made."""
+    pytester.makepyfile(test_a="def test_ok():\n    pass\n\ndef test_zz_fails():\n    assert False\n")
+    result = run(pytester, "-x", "--memguard-update-baseline")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["memguard baseline *: written (2 entries changed)"])
+
+
 def test_warn_mode_reports_without_failing(suite: pytest.Pytester) -> None:
     run(suite, "--memguard-update-baseline")
     result = run(suite, "--memguard-gate=warn", size=16)
