@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import Collection, Iterable, Mapping, Optional, Sequence
 
 from .baseline import (
     Baseline,
@@ -58,6 +58,7 @@ class GateResult:
     written: Optional[Path] = None
     changed_entries: int = 0
     held: str = ""  # why an asked-for baseline update was not made (a run that stopped early)
+    unrecorded: list[str] = field(default_factory=list)  # failed tests an update left out
 
     @property
     def failed(self) -> bool:
@@ -89,8 +90,11 @@ class BaselineGate:
             return []
         return compare_figures(nodeid, entry, figures_of(measurement), self.policy.for_test(nodeid, marker))
 
-    def finish(self, records: Sequence[MemoryRecord], *, update: bool) -> GateResult:
-        """Sort records into regressions, improvements and new tests; write the baseline if asked."""
+    def finish(self, records: Sequence[MemoryRecord], *, update: bool, failed: Collection[str] = ()) -> GateResult:
+        """Sort records into regressions, improvements and new tests; write the baseline if asked.
+        ``failed``: tests that failed by themselves (not by memguard's verdict), which an update
+        leaves out: a run cut short by a failure is not what the test uses, and recorded, it
+        would make the fixed test read as a regression. Their entries, if any, stay."""
         result = GateResult()
         for record in sorted(records, key=lambda r: r.nodeid):
             if any(f.kind == "regression" for f in record.findings):
@@ -104,7 +108,8 @@ class BaselineGate:
             result.not_run = sorted(set(self.baseline.tests) - ran)
             result.environment_note = self._environment_note()
         if update:
-            self._update(records, result)
+            result.unrecorded = sorted({record.nodeid for record in records}.intersection(failed))
+            self._update([record for record in records if record.nodeid not in failed], result)
         return result
 
     def _environment_note(self) -> str:

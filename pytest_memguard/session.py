@@ -51,6 +51,8 @@ MARKER_OPTIONS = frozenset({"tolerance", "leak"})
 #: a suspect with a small growth whose run took longer than both is not re-run (--memguard-leak-slow)
 SLOW_SUSPECT_S = 0.05
 SLOW_SUSPECT_SHARE = 0.02
+#: verdicts with which memguard itself fails a test
+_OURS_FAILS = frozenset({Verdict.OVER_LIMIT, Verdict.LEAK})
 _LEAK_MARKER_VALUES: dict[object, str] = {True: "fail", False: "off", "fail": "fail", "warn": "warn", "off": "off"}
 
 
@@ -168,6 +170,7 @@ class MemguardSession:
         self._handed: Optional[tuple[pytest.TestReport, MemoryRecord]] = None
         self._first_test_at: Optional[float] = None
         self._ran_last = False  # the session's last test ran (-x on it is no early stop)
+        self._failed: set[str] = set()  # node ids with a failed report (controller)
         self.write_errors: list[str] = []
         self.gate: Optional[BaselineGate] = None
         self.gate_result: Optional[GateResult] = None
@@ -558,7 +561,10 @@ class MemguardSession:
             return
         if self.gate is not None:
             recording = self.settings.update_baseline
-            self.gate_result = self.gate.finish(self.records, update=recording and not (interrupted or stopped))
+            # memguard's own failures (a limit, a leak) are what the test uses: those are recorded
+            failed = {r.nodeid for r in self.records if r.nodeid in self._failed and r.verdict not in _OURS_FAILS}
+            update = recording and not (interrupted or stopped)
+            self.gate_result = self.gate.finish(self.records, update=update, failed=failed)
             if recording and (interrupted or stopped):
                 self.gate_result.held = "the run stopped before its last test; nothing recorded"
             if self.gate_result.failed and self.settings.gate == "fail" and not recording and not interrupted:
@@ -599,6 +605,8 @@ class MemguardSession:
 
     # -- collecting records (on the controller under xdist) -----------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.failed and not self.is_worker:
+            self._failed.add(report.nodeid)
         if report.nodeid == self._running:
             # Reports logged while we hold the test's own back: subtests (pytest's
             # subtests, unittest's subTest) log themselves, and would again on every re-run.

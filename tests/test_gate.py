@@ -104,7 +104,42 @@ def test_x_on_the_last_test_is_a_whole_run(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_a="def test_ok():\n    pass\n\ndef test_zz_fails():\n    assert False\n")
     result = run(pytester, "-x", "--memguard-update-baseline")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["memguard baseline *: written (2 entries changed)"])
+    result.stdout.fnmatch_lines(
+        [
+            "memguard baseline *: written (1 entries changed)",
+            "1 failed test not recorded (a failed run is not what a test uses; *): test_a.py::test_zz_fails",
+        ]
+    )
+    assert set(baseline_of(pytester)) == {"test_a.py::test_ok"}
+
+
+def test_failed_tests_keep_their_entries_and_memguard_failures_are_recorded(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_b="""
+        import os, pytest
+        BROKEN = os.environ.get("BROKEN") == "1"
+        @pytest.fixture
+        def resource():
+            if BROKEN:
+                raise RuntimeError("fixture trouble")
+        def test_sometimes_fails():
+            assert not BROKEN
+        def test_breaks_in_setup(resource):
+            pass
+        @pytest.mark.memguard(peak="1 KiB")
+        def test_over_its_limit():
+            block = bytearray(8 * 1024 * 1024)
+            del block
+        """
+    )
+    run(pytester, "--memguard-update-baseline")
+    before = baseline_of(pytester)
+    assert "test_b.py::test_over_its_limit" in before  # failed by memguard: that is what it uses
+    pytester._monkeypatch.setenv("BROKEN", "1")  # type: ignore[attr-defined]
+    result = run(pytester, "--memguard-update-baseline")
+    # a test that errors in setup has no call, so no figures: nothing to leave out, its entry stays
+    result.stdout.fnmatch_lines(["1 failed test not recorded *: test_b.py::test_sometimes_fails"])
+    assert baseline_of(pytester) == before
 
 
 def test_warn_mode_reports_without_failing(suite: pytest.Pytester) -> None:

@@ -163,6 +163,12 @@ def render_gate(result: GateResult, *, baseline: Path, gate: str, update: bool, 
         else:
             state = f"written ({result.changed_entries} entries changed)" if result.written else "unchanged"
         lines.append(f"memguard baseline {baseline}: {state}")
+        if result.unrecorded:
+            left_out, shown = len(result.unrecorded), ", ".join(result.unrecorded[:5])
+            lines.append(
+                f"{left_out} failed test{'' if left_out == 1 else 's'} not recorded (a failed run is not what a test "
+                f"uses; entries already there are kept): {shown}{', …' if left_out > 5 else ''}"
+            )
     elif result.failed and gate == "fail":
         lines.append(f"memguard gate: FAILED, {regressions} against {baseline}")
     elif result.failed:
