@@ -182,8 +182,13 @@ def test_bytes_per_run_leaves_out_page_steps_of_rss_below_its_floor() -> None:
     small = LeakReport(
         True, 7, rss_per_run=4096, heap_per_run=1057, malloc_per_run=1072, blocks_per_run=1.0, fds_per_run=0.0
     )
-    assert small.bytes_per_run == 1072
+    assert small.bytes_per_run == 1057
     assert small.summary().startswith("leaks 1.0 KiB/run")
+    # Traced re-runs: the C heap also took pytest's and tracemalloc's ~1.5 KiB a run; a native
+    # leak (raw malloc) is the C heap's growth well beyond the Python heap's.
+    assert LeakReport(True, 7, 0, 1321, 2528, 0.0, 0.0).bytes_per_run == 1321
+    assert LeakReport(True, 7, 0, 1321, 1321 + 4 * KIB, 0.0, 0.0).bytes_per_run == 1321 + 4 * KIB
+    assert LeakReport(True, 7, 0, None, 2528, 0.0, 0.0).bytes_per_run == 2528  # untraced: all there is
     # Memory only RSS sees (mmap, say) still counts above the floor, and alone where nothing finer is read.
     native = LeakReport(True, 7, 4 * MIB, 0, 0, 0.0, 0.0)
     assert native.bytes_per_run == 4 * MIB
