@@ -58,7 +58,7 @@ class GateResult:
     written: Optional[Path] = None
     changed_entries: int = 0
     held: str = ""  # why an asked-for baseline update was not made (a run that stopped early)
-    unrecorded: list[str] = field(default_factory=list)  # failed tests an update left out
+    unrecorded: list[str] = field(default_factory=list)  # tests an update left out: they did not pass
 
     @property
     def failed(self) -> bool:
@@ -90,11 +90,13 @@ class BaselineGate:
             return []
         return compare_figures(nodeid, entry, figures_of(measurement), self.policy.for_test(nodeid, marker))
 
-    def finish(self, records: Sequence[MemoryRecord], *, update: bool, failed: Collection[str] = ()) -> GateResult:
+    def finish(self, records: Sequence[MemoryRecord], *, update: bool, partial: Collection[str] = ()) -> GateResult:
         """Sort records into regressions, improvements and new tests; write the baseline if asked.
-        ``failed``: tests that failed by themselves (not by memguard's verdict), which an update
-        leaves out: a run cut short by a failure is not what the test uses, and recorded, it
-        would make the fixed test read as a regression. Their entries, if any, stay."""
+        ``partial``: tests that did not pass on their own (failed, errored, skipped or xfailed,
+        before memguard's verdict), which an update leaves out: a run cut short is not what the
+        test uses, and recorded, it would make the mended test read as a regression. Their
+        entries, if any, stay. (A test memguard failed, over a limit or leaking, passed on its
+        own: recorded.)"""
         result = GateResult()
         for record in sorted(records, key=lambda r: r.nodeid):
             if any(f.kind == "regression" for f in record.findings):
@@ -108,8 +110,8 @@ class BaselineGate:
             result.not_run = sorted(set(self.baseline.tests) - ran)
             result.environment_note = self._environment_note()
         if update:
-            result.unrecorded = sorted({record.nodeid for record in records}.intersection(failed))
-            self._update([record for record in records if record.nodeid not in failed], result)
+            result.unrecorded = sorted({record.nodeid for record in records}.intersection(partial))
+            self._update([record for record in records if record.nodeid not in partial], result)
         return result
 
     def _environment_note(self) -> str:

@@ -153,7 +153,8 @@ class LeakReport:
         where the Python heap is read too: re-running moves it by ~1-2 KiB a run on its own
         (pytest's per-run objects, tracemalloc's tables), so it counts only where it exceeds the
         Python heap by :data:`NATIVE_MARGIN` (native buffers, raw malloc); else a 1 KiB/run
-        Python leak read as 2.5 KiB/run."""
+        Python leak read as 2.5 KiB/run. (A native part under that margin, beside a Python leak,
+        is left out of the size: only the report and the pressure score read it.)"""
         heap, malloc = self.heap_per_run, self.malloc_per_run
         if heap is not None and malloc is not None and malloc - heap < NATIVE_MARGIN:
             malloc = None

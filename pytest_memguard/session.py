@@ -51,8 +51,8 @@ MARKER_OPTIONS = frozenset({"tolerance", "leak"})
 #: a suspect with a small growth whose run took longer than both is not re-run (--memguard-leak-slow)
 SLOW_SUSPECT_S = 0.05
 SLOW_SUSPECT_SHARE = 0.02
-#: verdicts with which memguard itself fails a test
-_OURS_FAILS = frozenset({Verdict.OVER_LIMIT, Verdict.LEAK})
+#: on a worker's teardown report: the test did not pass on its own (before memguard's verdict)
+PARTIAL_RUN = "memguard_partial_run"
 _LEAK_MARKER_VALUES: dict[object, str] = {True: "fail", False: "off", "fail": "fail", "warn": "warn", "off": "off"}
 
 
@@ -170,7 +170,9 @@ class MemguardSession:
         self._handed: Optional[tuple[pytest.TestReport, MemoryRecord]] = None
         self._first_test_at: Optional[float] = None
         self._ran_last = False  # the session's last test ran (-x on it is no early stop)
-        self._failed: set[str] = set()  # node ids with a failed report (controller)
+        self._subtest_failed = False  # a subtest of the running test failed (logged while it ran)
+        # tests that did not pass on their own: a baseline update leaves them out (controller)
+        self._partial: set[str] = set()
         self.write_errors: list[str] = []
         self.gate: Optional[BaselineGate] = None
         self.gate_result: Optional[GateResult] = None
@@ -256,15 +258,15 @@ class MemguardSession:
             pytest.fail(plan.error, pytrace=False)
 
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: Optional[pytest.Item]) -> Optional[bool]:
+        self._ran_last = nextitem is None
         plan = item.stash.get(_PLAN, None)
         if plan is None or plan.error is not None:
             return None  # pytest's own protocol; a bad marker fails in setup
         ihook, nodeid = item.ihook, item.nodeid
         ihook.pytest_runtest_logstart(nodeid=nodeid, location=item.location)
-        self._running, self._reported_while_running = nodeid, False
+        self._running, self._reported_while_running, self._subtest_failed = nodeid, False, False
         if self._first_test_at is None:
             self._first_test_at = time.perf_counter()
-        self._ran_last = nextitem is None
         screen = self._screens(plan)
         if screen and not self._screened:
             self._before_first_screened()
@@ -326,12 +328,14 @@ class MemguardSession:
     ) -> None:
         # A test whose reports reach the terminal by themselves (subtests) cannot be
         # re-run unseen: it is measured once and neither leak-confirmed nor re-measured.
-        passed = all(report.passed for report in reports) and not self._reported_while_running
+        whole = all(report.passed for report in reports)  # before our verdict can fail it
+        passed = whole and not self._reported_while_running
+        whole = whole and not self._subtest_failed
         left = self._left_behind(measurement, growth) if passed and self._screens(plan) else None
         if not plan.limits and self.gate is None and (left is None or not SCREENING.suspect(left)):
             # Most tests: no limit, no baseline, not a suspect, so nothing to judge but "ok".
             # Going straight there spares ~10-15 µs a test of the general path below.
-            self._attach(MemoryRecord(nodeid, measurement), reports)
+            self._attach(MemoryRecord(nodeid, measurement), reports, whole)
             return
         runs = self._runs
         breaches = check_limits(measurement, plan.limits)
@@ -355,7 +359,8 @@ class MemguardSession:
         slow = duration > self._slow_after()  # before any re-run adds to the session's time
         try:
             leak = self._check_leak(item, nextitem, left, duration, slow) if left is not None else None
-            measurement, findings = self._compare(item, nodeid, nextitem, plan, measurement, rerun=passed)
+            if whole:  # a run cut short (failed, skipped, xfailed) says nothing against the baseline
+                measurement, findings = self._compare(item, nodeid, nextitem, plan, measurement, rerun=passed)
             verdict = self._verdict(nodeid, breaches, findings, leak)
             if verdict == Verdict.LEAK and leak is not None and self.settings.leak_slow == "skip" and slow:
                 # The analysis is one more traced run (4-5 times the test's time): for a slow
@@ -371,7 +376,7 @@ class MemguardSession:
         finally:  # also when Ctrl-C or pytest.exit() stops a hidden re-run: judge on what we have
             if verdict is None:
                 verdict = self._verdict(nodeid, breaches, findings, leak)
-            self._record(nodeid, verdict, plan, measurement, breaches, findings, leak, analysis, notes, reports)
+            self._record(nodeid, verdict, plan, measurement, breaches, findings, leak, analysis, notes, reports, whole)
             if self._runs != runs:  # hidden re-runs parked their frees in glibc's cache: fill it again
                 self.tracker.fill_cache()
 
@@ -394,8 +399,10 @@ class MemguardSession:
         analysis: Optional[AllocationAnalysis],
         notes: list[str],
         reports: list[pytest.TestReport],
+        whole: bool,
     ) -> None:
-        """The record on the teardown report, and a failed call report for a breach or a leak."""
+        """The record on the teardown report, and a failed call report for a breach or a leak.
+        ``whole``: the test passed on its own (every phase, every subtest)."""
         failures = [breach.message() for breach in breaches]
         if leak is not None and leak.confirmed and plan.leaks == "fail":
             failures.append(leak.summary())
@@ -404,7 +411,7 @@ class MemguardSession:
             messages.append(leak.summary() if leak.confirmed else leak.note)
         messages += [f.message() for f in findings] + notes
         record = MemoryRecord(nodeid, measurement, verdict, "; ".join(messages), tuple(findings), leak, analysis)
-        self._attach(record, reports)
+        self._attach(record, reports, whole)
         message = "; ".join(failures)
         if not message:
             return
@@ -416,18 +423,25 @@ class MemguardSession:
             call.outcome = "failed"
             call.longrepr = _failure_repr(message)
 
-    def _attach(self, record: MemoryRecord, reports: list[pytest.TestReport]) -> None:
+    def _attach(self, record: MemoryRecord, reports: list[pytest.TestReport], whole: bool) -> None:
         """The record's figures onto the teardown report only: that is where pytest's junitxml and
         our controller read them, and on every report they cost ~1 KiB per test in the terminal
         reporter's stats (12 MB for 10,000 tests). A plain record is handed to our own logreport
         as it is, unless the test recorded ``memguard_*`` properties of its own (record_property),
-        which rebuilding it from the properties would read back into it."""
+        which rebuilding it from the properties would read back into it. ``whole``: False for a
+        test that did not pass on its own, which a baseline update leaves out (an xdist worker
+        says so with :data:`PARTIAL_RUN` on the report)."""
         teardown = reports[-1]
         handable = (
             record.plain and not self.is_worker and not any(is_ours(name) for name, _ in teardown.user_properties)
         )
         teardown.user_properties.extend(record.to_properties())
         self._handed = (teardown, record) if handable else None
+        if not whole:
+            if self.is_worker:
+                teardown.user_properties.append((PARTIAL_RUN, True))
+            else:
+                self._partial.add(record.nodeid)
 
     @staticmethod
     def _left_behind(measurement: Measurement, growth: Growth) -> LeftBehind:
@@ -561,10 +575,8 @@ class MemguardSession:
             return
         if self.gate is not None:
             recording = self.settings.update_baseline
-            # memguard's own failures (a limit, a leak) are what the test uses: those are recorded
-            failed = {r.nodeid for r in self.records if r.nodeid in self._failed and r.verdict not in _OURS_FAILS}
             update = recording and not (interrupted or stopped)
-            self.gate_result = self.gate.finish(self.records, update=update, failed=failed)
+            self.gate_result = self.gate.finish(self.records, update=update, partial=self._partial)
             if recording and (interrupted or stopped):
                 self.gate_result.held = "the run stopped before its last test; nothing recorded"
             if self.gate_result.failed and self.settings.gate == "fail" and not recording and not interrupted:
@@ -605,12 +617,11 @@ class MemguardSession:
 
     # -- collecting records (on the controller under xdist) -----------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.failed and not self.is_worker:
-            self._failed.add(report.nodeid)
         if report.nodeid == self._running:
             # Reports logged while we hold the test's own back: subtests (pytest's
             # subtests, unittest's subTest) log themselves, and would again on every re-run.
             self._reported_while_running = True
+            self._subtest_failed = self._subtest_failed or report.failed
             return
         if report.when != "teardown" or self.is_worker:
             return
@@ -619,6 +630,8 @@ class MemguardSession:
             record: Optional[MemoryRecord] = handed[1]
         else:
             record = MemoryRecord.from_properties(report.nodeid, report.user_properties)
+            if any(name == PARTIAL_RUN for name, _ in report.user_properties):
+                self._partial.add(report.nodeid)
         if record is not None:
             self.records.append(record)
 

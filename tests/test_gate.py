@@ -100,46 +100,87 @@ def test_a_run_stopped_on_a_failure_still_counts_its_regressions(suite: pytest.P
 
 def test_x_on_the_last_test_is_a_whole_run(pytester: pytest.Pytester) -> None:
     """pytest stops with -x after a failing last test too: every test ran, so the baseline
-    update asked for is made."""
+    update asked for is made (also when that last test has a bad marker: it fails in setup)."""
     pytester.makepyfile(test_a="def test_ok():\n    pass\n\ndef test_zz_fails():\n    assert False\n")
     result = run(pytester, "-x", "--memguard-update-baseline")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(
         [
             "memguard baseline *: written (1 entries changed)",
-            "1 failed test not recorded (a failed run is not what a test uses; *): test_a.py::test_zz_fails",
+            "1 test that did not pass on its own not recorded (failed, *): test_a.py::test_zz_fails",
         ]
     )
     assert set(baseline_of(pytester)) == {"test_a.py::test_ok"}
-
-
-def test_failed_tests_keep_their_entries_and_memguard_failures_are_recorded(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
-        test_b="""
-        import os, pytest
-        BROKEN = os.environ.get("BROKEN") == "1"
-        @pytest.fixture
-        def resource():
-            if BROKEN:
-                raise RuntimeError("fixture trouble")
-        def test_sometimes_fails():
-            assert not BROKEN
-        def test_breaks_in_setup(resource):
-            pass
-        @pytest.mark.memguard(peak="1 KiB")
-        def test_over_its_limit():
-            block = bytearray(8 * 1024 * 1024)
-            del block
-        """
+        test_a="def test_ok():\n    pass\n",
+        test_b="import pytest\n@pytest.mark.memguard(peak='lots')\ndef test_zzz():\n    pass\n",
     )
-    run(pytester, "--memguard-update-baseline")
+    result = run(pytester, "-x", "--memguard-update-baseline")
+    result.stdout.fnmatch_lines(["*invalid marker*", "memguard baseline *: unchanged"])  # not "not written"
+
+
+PARTIAL_RUNS = """
+import os, pytest
+BROKEN = os.environ.get("BROKEN") == "1"
+SIZE = (8 if BROKEN else 32) * 1024 * 1024
+
+@pytest.fixture
+def resource():
+    if BROKEN:
+        raise RuntimeError("fixture trouble")
+
+def test_fails_early():
+    block = bytearray(SIZE)  # broken, it fails before it gets to its full size
+    assert not BROKEN
+    del block
+
+def test_breaks_in_setup(resource):
+    pass
+
+@pytest.mark.xfail(condition=BROKEN, reason="a known bug")
+def test_xfails():
+    block = bytearray(SIZE)
+    assert not BROKEN
+    del block
+
+@pytest.mark.memguard(peak="1 KiB")
+def test_over_its_limit():  # failed by memguard only: that is what it uses, recorded
+    block = bytearray(8 * 1024 * 1024)
+    del block
+
+@pytest.mark.memguard(peak="1 KiB")
+def test_over_its_limit_and_failing():
+    block = bytearray(SIZE)
+    assert not BROKEN
+    del block
+"""
+
+
+@pytest.mark.parametrize("workers", [(), ("-n", "2")], ids=["serial", "xdist"])
+def test_runs_that_did_not_pass_on_their_own_are_neither_recorded_nor_compared(
+    pytester: pytest.Pytester, workers: tuple[str, ...]
+) -> None:
+    pytester.makepyfile(test_b=PARTIAL_RUNS)
+    run(pytester, "--memguard-update-baseline", *workers)
     before = baseline_of(pytester)
-    assert "test_b.py::test_over_its_limit" in before  # failed by memguard: that is what it uses
+    assert set(before) == {f"test_b.py::{name}" for name in ("test_fails_early", "test_breaks_in_setup",
+        "test_xfails", "test_over_its_limit", "test_over_its_limit_and_failing")}  # fmt: skip
     pytester._monkeypatch.setenv("BROKEN", "1")  # type: ignore[attr-defined]
-    result = run(pytester, "--memguard-update-baseline")
+    result = run(pytester, "--memguard-update-baseline", *workers)
     # a test that errors in setup has no call, so no figures: nothing to leave out, its entry stays
-    result.stdout.fnmatch_lines(["1 failed test not recorded *: test_b.py::test_sometimes_fails"])
-    assert baseline_of(pytester) == before
+    result.stdout.fnmatch_lines(
+        [
+            "3 tests that did not pass on their own not recorded (*): test_b.py::test_fails_early, "
+            "test_b.py::test_over_its_limit_and_failing, test_b.py::test_xfails"
+        ]
+    )
+    after = baseline_of(pytester)
+    assert after == before
+    # compared, the cut-short runs (24 MiB less) are no improvement, and nothing is a regression
+    compared = run(pytester, *workers)
+    compared.stdout.fnmatch_lines(["memguard gate: passed, no regression against *"])
+    compared.stdout.no_fnmatch_line("*Improvements*")
+    compared.stdout.no_fnmatch_line("*memguard regression*")
 
 
 def test_warn_mode_reports_without_failing(suite: pytest.Pytester) -> None:

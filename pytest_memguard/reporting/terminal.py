@@ -165,9 +165,12 @@ def render_gate(result: GateResult, *, baseline: Path, gate: str, update: bool, 
         lines.append(f"memguard baseline {baseline}: {state}")
         if result.unrecorded:
             left_out, shown = len(result.unrecorded), ", ".join(result.unrecorded[:5])
+            tests = "1 test that did not pass on its own"
+            if left_out > 1:
+                tests = f"{left_out} tests that did not pass on their own"
             lines.append(
-                f"{left_out} failed test{'' if left_out == 1 else 's'} not recorded (a failed run is not what a test "
-                f"uses; entries already there are kept): {shown}{', …' if left_out > 5 else ''}"
+                f"{tests} not recorded (failed, skipped or xfailed: a run cut short is not what a test uses; "
+                f"entries already there are kept): {shown}{', …' if left_out > 5 else ''}"
             )
     elif result.failed and gate == "fail":
         lines.append(f"memguard gate: FAILED, {regressions} against {baseline}")
