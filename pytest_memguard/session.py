@@ -51,7 +51,7 @@ MARKER_OPTIONS = frozenset({"tolerance", "leak"})
 #: a suspect with a small growth whose run took longer than both is not re-run (--memguard-leak-slow)
 SLOW_SUSPECT_S = 0.05
 SLOW_SUSPECT_SHARE = 0.02
-#: on a worker's teardown report: the test did not pass on its own (before memguard's verdict)
+#: on the teardown report: the test did not pass on its own (before memguard's verdict)
 PARTIAL_RUN = "memguard_partial_run"
 _LEAK_MARKER_VALUES: dict[object, str] = {True: "fail", False: "off", "fail": "fail", "warn": "warn", "off": "off"}
 
@@ -429,8 +429,8 @@ class MemguardSession:
         reporter's stats (12 MB for 10,000 tests). A plain record is handed to our own logreport
         as it is, unless the test recorded ``memguard_*`` properties of its own (record_property),
         which rebuilding it from the properties would read back into it. ``whole``: False for a
-        test that did not pass on its own, which a baseline update leaves out (an xdist worker
-        says so with :data:`PARTIAL_RUN` on the report)."""
+        test that did not pass on its own, which a baseline update leaves out; the report says
+        so with :data:`PARTIAL_RUN` (how an xdist worker tells the controller)."""
         teardown = reports[-1]
         handable = (
             record.plain and not self.is_worker and not any(is_ours(name) for name, _ in teardown.user_properties)
@@ -438,9 +438,8 @@ class MemguardSession:
         teardown.user_properties.extend(record.to_properties())
         self._handed = (teardown, record) if handable else None
         if not whole:
-            if self.is_worker:
-                teardown.user_properties.append((PARTIAL_RUN, True))
-            else:
+            teardown.user_properties.append((PARTIAL_RUN, True))
+            if not self.is_worker:
                 self._partial.add(record.nodeid)
 
     @staticmethod

@@ -166,7 +166,8 @@ def test_runs_that_did_not_pass_on_their_own_are_neither_recorded_nor_compared(
     assert set(before) == {f"test_b.py::{name}" for name in ("test_fails_early", "test_breaks_in_setup",
         "test_xfails", "test_over_its_limit", "test_over_its_limit_and_failing")}  # fmt: skip
     pytester._monkeypatch.setenv("BROKEN", "1")  # type: ignore[attr-defined]
-    result = run(pytester, "--memguard-update-baseline", *workers)
+    result = run(pytester, "--memguard-update-baseline", "--junitxml=out.xml", *workers)
+    assert (pytester.path / "out.xml").read_text().count('name="memguard_partial_run" value="True"') == 3
     # a test that errors in setup has no call, so no figures: nothing to leave out, its entry stays
     result.stdout.fnmatch_lines(
         [
