@@ -356,13 +356,14 @@ class MemguardSession:
         notes: list[str] = []
         verdict: Optional[str] = None
         duration = sum(report.duration for report in reports)
-        slow = duration > self._slow_after()  # before any re-run adds to the session's time
+        # slow: judged before any re-run adds to the session's time; spared re-runs unless asked
+        spare_slow = self.settings.leak_slow == "skip" and duration > self._slow_after()
         try:
-            leak = self._check_leak(item, nextitem, left, duration, slow) if left is not None else None
+            leak = self._check_leak(item, nextitem, left, duration, spare_slow) if left is not None else None
             if whole:  # a run cut short (failed, skipped, xfailed) says nothing against the baseline
                 measurement, findings = self._compare(item, nodeid, nextitem, plan, measurement, rerun=passed)
             verdict = self._verdict(nodeid, breaches, findings, leak)
-            if verdict == Verdict.LEAK and leak is not None and self.settings.leak_slow == "skip" and slow:
+            if verdict == Verdict.LEAK and leak is not None and spare_slow:
                 # The analysis is one more traced run (4-5 times the test's time): for a slow
                 # test (attrs' hypothesis tests: 1-4 s, ~7.5 s an analysis) its leak report says
                 # enough. On the report, so the summary's Leaks section shows it too.
@@ -454,18 +455,18 @@ class MemguardSession:
         )
 
     def _check_leak(
-        self, item: pytest.Item, nextitem: Optional[pytest.Item], left: LeftBehind, duration: float, slow: bool
+        self, item: pytest.Item, nextitem: Optional[pytest.Item], left: LeftBehind, duration: float, spare_slow: bool
     ) -> Optional[LeakReport]:
         """Screen cheaply (``left``: what the screened run left behind); re-run only a suspect to
-        confirm (or clear) it. ``duration``: the run's seconds; ``slow``: longer than
-        :meth:`_slow_after` then."""
+        confirm (or clear) it. ``duration``: the run's seconds; ``spare_slow``: longer than
+        :meth:`_slow_after` then, under ``--memguard-leak-slow=skip``."""
         if not SCREENING.suspect(left):
             return None
         small = SCREENING.small(left)
         # Re-runs cost a slow test's time again and again; for a small growth (most often a
         # first-call cache) that is more than the check is worth. Said, not hidden.
         skip_note = None
-        if small and self.settings.leak_slow == "skip" and slow:
+        if small and spare_slow:
             skip_note = (
                 f"a slow test ({duration:.2f} s) that kept a little memory on its first run was not "
                 "re-run; --memguard-leak-slow=check checks it"
