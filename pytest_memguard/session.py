@@ -328,9 +328,9 @@ class MemguardSession:
     ) -> None:
         # A test whose reports reach the terminal by themselves (subtests) cannot be
         # re-run unseen: it is measured once and neither leak-confirmed nor re-measured.
-        whole = all(report.passed for report in reports)  # before our verdict can fail it
-        passed = whole and not self._reported_while_running
-        whole = whole and not self._subtest_failed
+        own = all(report.passed for report in reports)  # before our verdict can fail it
+        passed = own and not self._reported_while_running
+        whole = own and not self._subtest_failed
         left = self._left_behind(measurement, growth) if passed and self._screens(plan) else None
         if not plan.limits and self.gate is None and (left is None or not SCREENING.suspect(left)):
             # Most tests: no limit, no baseline, not a suspect, so nothing to judge but "ok".
@@ -574,10 +574,10 @@ class MemguardSession:
         if self.config.option.collectonly:
             return
         if self.gate is not None:
-            recording = self.settings.update_baseline
-            update = recording and not (interrupted or stopped)
+            recording, cut_short = self.settings.update_baseline, interrupted or stopped
+            update = recording and not cut_short
             self.gate_result = self.gate.finish(self.records, update=update, partial=self._partial)
-            if recording and (interrupted or stopped):
+            if recording and cut_short:
                 self.gate_result.held = "the run stopped before its last test; nothing recorded"
             if self.gate_result.failed and self.settings.gate == "fail" and not recording and not interrupted:
                 session.testsfailed += len(self.gate_result.regressions)
