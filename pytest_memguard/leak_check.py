@@ -11,6 +11,7 @@ test really keeps. tracemalloc watches the re-runs
 from __future__ import annotations
 
 import fnmatch
+import functools
 import gc
 import inspect
 import os
@@ -62,6 +63,7 @@ def rerun_unlogged(item: pytest.Item, nextitem: Optional[pytest.Item]) -> list[p
     # itself; what a hidden re-run adds is dropped, or it would show, and look like a leak.
     sections: list[object] = getattr(item, "_report_sections", [])
     kept_sections, kept_properties = len(sections), len(item.user_properties)
+    wider = _wider_fixture_finalizers(item)
     _restore_doctest_globals(item)
     try:
         with warnings.catch_warnings(record=True):
@@ -69,6 +71,48 @@ def rerun_unlogged(item: pytest.Item, nextitem: Optional[pytest.Item]) -> list[p
     finally:
         del sections[kept_sections:]
         del item.user_properties[kept_properties:]
+        for finalizers, kept in wider:
+            _drop_finish_registrations(finalizers, kept)
+
+
+def _wider_fixture_finalizers(item: pytest.Item) -> list[tuple[list[object], int]]:
+    """The finalizer lists of the live fixtures wider than a test that ``item`` uses, with their
+    lengths now.
+
+    Each time a function-scoped fixture is set up, pytest adds ``partial(its finish,
+    request=…)`` to the finalizers of every fixture it requests, and a wider fixture keeps
+    them until it is torn down: ``tmp_path`` on the session's ``tmp_path_factory``, an
+    autouse fixture on a session-scoped one. Once a run, so every re-run kept ~800 B (a
+    request, 9 objects) more, and a clean suspect using them was confirmed as leaking.
+    pytest's private names, read defensively: without them nothing is dropped."""
+    name2fixturedefs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", None)
+    if not isinstance(name2fixturedefs, dict):
+        return []
+    found: dict[int, tuple[list[object], int]] = {}
+    for fixturedefs in name2fixturedefs.values():
+        for fixturedef in fixturedefs:
+            finalizers = getattr(fixturedef, "_finalizers", None)
+            # an empty list: not set up now (a live one holds its own finalizers); it would be
+            # set up and torn down again within the re-run, like in the first run
+            if getattr(fixturedef, "scope", "function") != "function" and isinstance(finalizers, list) and finalizers:
+                found[id(finalizers)] = (finalizers, len(finalizers))
+    return list(found.values())
+
+
+def _drop_finish_registrations(finalizers: list[object], kept: int) -> None:
+    """Take off what a re-run added to ``finalizers`` (once ``kept`` long) of pytest's "finish me
+    when you finish" registrations; anything else stays."""
+    if len(finalizers) <= kept:  # torn down meanwhile, or nothing added
+        return
+    finalizers[kept:] = [added for added in finalizers[kept:] if not _is_finish_registration(added)]
+
+
+def _is_finish_registration(finalizer: object) -> bool:
+    return (
+        isinstance(finalizer, functools.partial)
+        and getattr(finalizer.func, "__name__", None) == "finish"
+        and "request" in finalizer.keywords
+    )
 
 
 def _restore_doctest_globals(item: pytest.Item) -> None:

@@ -314,6 +314,39 @@ def test_reruns_add_no_reports_warnings_or_subtests(pytester: pytest.Pytester) -
     assert xml.count("hello from the test") == 1
 
 
+def test_reruns_leave_no_finalizers_on_wider_fixtures(pytester: pytest.Pytester) -> None:
+    """pytest adds a finalizer of each function-scoped fixture to the wider fixtures it requests,
+    at every run, and keeps it until they are torn down: a clean suspect with a session-scoped
+    fixture under an autouse one (or tmp_path) was confirmed as leaking ~800 B a run."""
+    pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def settings():
+            return {"env": "test"}
+
+        @pytest.fixture(autouse=True)
+        def per_test_settings(settings):
+            yield dict(settings)
+        """
+    )
+    pytester.makepyfile(
+        test_chain="""
+        def test_first_import(tmp_path):
+            import plistlib
+            (tmp_path / "a.plist").write_bytes(plistlib.dumps({"a": 1}))
+
+        def test_after():
+            pass
+        """
+    )
+    result, tests = verdicts(pytester, "-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+    assert tests["test_first_import"]["verdict"] == "ok"
+    assert tests["test_first_import"]["leak"]["runs"] >= 2  # it was a suspect, and re-run
+
+
 def test_xdist_workers_confirm_leaks_too(pytester: pytest.Pytester) -> None:
     pytest.importorskip("xdist")
     pytester.makepyfile(test_leaky=LEAKY)
