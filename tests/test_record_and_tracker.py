@@ -391,13 +391,19 @@ def _fake_clock(durations: list[int]) -> Callable[[], int]:
     return now
 
 
-@pytest.mark.parametrize(("slow", "stops"), [(64, True), (33, True), (32, False), (16, False)])
+@pytest.mark.parametrize(
+    ("slow", "on_cpu", "stops"),
+    [(64, True, True), (33, True, True), (32, True, False), (16, True, False), (64, False, False)],
+)
 def test_c_heap_readings_stop_where_most_of_a_window_are_slow(
-    monkeypatch: pytest.MonkeyPatch, slow: int, stops: bool
+    monkeypatch: pytest.MonkeyPatch, slow: int, on_cpu: bool, stops: bool
 ) -> None:
+    """``on_cpu``: the slow readings are slow by the thread's CPU time too, not only by the wall
+    clock (a busy machine: they only waited for a CPU)."""
     tracker = Tracker()
     tracker.fill_cache()  # sets the tracker up
     monkeypatch.setattr(tracker_module, "_clock", _fake_clock([60_000] * slow + [5_000] * (200 - slow)))
+    monkeypatch.setattr(tracker_module, "_cpu_clock", _fake_clock([60_000 if on_cpu else 5_000] * 200))
     monkeypatch.setattr(tracker, "_malloc", lambda: 1000)
     monkeypatch.setattr(tracker, "_malloc_settled", lambda: 900)
     filled: list[int] = []
