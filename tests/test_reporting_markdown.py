@@ -189,6 +189,12 @@ def test_without_a_gate_or_tables() -> None:
     assert header == ["test", "peak RSS", "retained RSS", "peak heap", "retained heap", "verdict"]
 
 
+def test_chart_labels_name_the_test_even_when_its_parameters_hold_colons() -> None:
+    text = render_markdown([leaking("tests/test_a.py::TestIds::test_ids[a::b]")], top=5)
+    chart = text.split("```mermaid\n")[1].split("\n```")[0]
+    assert 'x-axis ["1 test_ids a::b"]' in chart  # not "1 b]", the part after the last "::"
+
+
 @pytest.mark.parametrize("nodeid", HOSTILE)
 def test_hostile_ids_cannot_break_tables_html_or_the_chart(nodeid: str) -> None:
     records = [regression(nodeid), leaking(nodeid + "leak"), over_limit(nodeid + "over")]

@@ -29,6 +29,7 @@ from ..record import MemoryRecord, Verdict
 from ..tolerance import FIGURES
 from ..units import format_size
 from .escape import escape_html, escape_markdown, markdown_code, mermaid_label, shorten
+from .junit import junit_names
 
 __all__ = ["append_step_summary", "render_markdown"]
 
@@ -192,9 +193,7 @@ def _columns(report: _Report) -> list[tuple[str, Callable[[MemoryRecord], str]]]
 
 def _chart(records: Sequence[MemoryRecord]) -> str:
     """A mermaid bar chart GitHub draws natively; labels keep only harmless characters."""
-    labels = ", ".join(
-        f'"{rank} {mermaid_label(r.nodeid.rpartition("::")[2], 20)}"' for rank, r in enumerate(records, 1)
-    )
+    labels = ", ".join(f'"{rank} {mermaid_label(junit_names(r.nodeid)[1], 20)}"' for rank, r in enumerate(records, 1))
     values = [max(r.measurement.rss_peak, 0) / MIB for r in records]
     ceiling = max(1, math.ceil(max(values) * 1.1))
     bars = ", ".join(f"{value:.1f}" for value in values)
