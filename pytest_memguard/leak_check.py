@@ -18,6 +18,7 @@ import os
 import sys
 import tracemalloc
 import warnings
+from dataclasses import replace
 from typing import Optional
 
 import pytest
@@ -196,10 +197,15 @@ class _Sampling:
         self.samples: list[RunSample] = []
         self.before: Optional[tracemalloc.Snapshot] = None
         self._own_blocks = self._own_heap = 0
+        self.traces_lost = False  # a run stopped tracemalloc or cleared its traces
 
     def run(self, *, snapshot_first: bool = False) -> bool:
         """One more run; ``False`` if it did not pass."""
+        # an object made now has a traceback for as long as its trace lasts
+        witness = object() if tracemalloc.is_tracing() else None
         measured = measured_rerun(self.item, self.nextitem, self.tracker)
+        if witness is not None and tracemalloc.get_object_traceback(witness) is None:
+            self.traces_lost = True
         if measured is None:
             return False
         self.sample(measured.rss_peak, snapshot_first=snapshot_first)
@@ -332,16 +338,22 @@ def _traced_runs(
         samples, before = sampling.samples, sampling.before
         steps = len(samples) - 1
         leaking = decide(samples, steps, heap_needs_witness=not already_tracing) is True
-        traced = tracemalloc.is_tracing()  # the test itself may have stopped it
+        # the test itself may have stopped tracemalloc or cleared its traces: then its Python
+        # heap was not watched, and what grew cannot be called native, nor its sites named
+        traced = tracemalloc.is_tracing() and not sampling.traces_lost
         sites = _grown_sites(before, steps) if leaking and before is not None and traced else ()
-        return judge_runs(
+        report = judge_runs(
             samples,
             runs=done + len(samples),
             first_run_rss=first_run_rss,
-            traced=True,
+            traced=traced,
             sites=sites,
             heap_needs_witness=not already_tracing,
         )
+        if not sampling.traces_lost:
+            return report
+        unwatched = "the test stops tracemalloc or clears its traces, so its Python heap was not watched"
+        return replace(report, note="; ".join(filter(None, [report.note, unwatched])))
     finally:
         if not already_tracing:
             tracemalloc.stop()

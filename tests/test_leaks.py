@@ -347,6 +347,35 @@ def test_reruns_leave_no_finalizers_on_wider_fixtures(pytester: pytest.Pytester)
     assert tests["test_first_import"]["leak"]["runs"] >= 2  # it was a suspect, and re-run
 
 
+def test_a_leak_in_a_test_that_stops_tracemalloc_is_not_called_native(pytester: pytest.Pytester) -> None:
+    """The re-runs watch the Python heap with tracemalloc; a test that stops it (or clears its
+    traces) leaves that unwatched, and its leak was reported as native memory."""
+    pytester.makepyfile(
+        test_tm="""
+        import os, tracemalloc
+        KEPT = []
+
+        def test_stops_tracing():
+            KEPT.append(os.urandom(64 * 1024))
+            tracemalloc.stop()
+
+        def test_clears_traces():
+            KEPT.append(os.urandom(64 * 1024))
+            tracemalloc.clear_traces()
+
+        def test_last():
+            pass
+        """
+    )
+    result, tests = verdicts(pytester, "-p", "no:randomly", "--memguard-leaks=warn")
+    result.assert_outcomes(passed=3)
+    for name in ("test_stops_tracing", "test_clears_traces"):
+        assert tests[name]["verdict"] == "leak"
+        note = tests[name]["leak"]["note"]
+        assert "stops tracemalloc or clears its traces" in note
+        assert "native" not in note
+
+
 def test_xdist_workers_confirm_leaks_too(pytester: pytest.Pytester) -> None:
     pytest.importorskip("xdist")
     pytester.makepyfile(test_leaky=LEAKY)
