@@ -170,6 +170,7 @@ class MemguardSession:
         self._handed: Optional[tuple[pytest.TestReport, MemoryRecord]] = None
         self._first_test_at: Optional[float] = None
         self._ran_last = False  # the session's last test ran (-x on it is no early stop)
+        self._torn_down = 0  # tests whose teardown was logged (controller): all ran, under xdist too
         self._subtest_failed = False  # a subtest of the running test failed (logged while it ran)
         # tests that did not pass on their own: a baseline update leaves them out (controller)
         self._partial: set[str] = set()
@@ -556,7 +557,10 @@ class MemguardSession:
             raise
         except BaseException:
             if not self.is_worker:
-                self._finish_run(session, interrupted=True)
+                if _xdist_stopped_on_failures(self.config):  # its --maxfail/-x: as pytest's own
+                    self._finish_run(session, interrupted=False, stopped=self._torn_down < session.testscollected)
+                else:
+                    self._finish_run(session, interrupted=True)
             raise
         finally:
             if self._collections in gc.callbacks:
@@ -567,9 +571,9 @@ class MemguardSession:
 
     def _finish_run(self, session: pytest.Session, *, interrupted: bool, stopped: bool = False) -> None:
         """On the controller, after the last test: the gate, the baseline update, the JSON file.
-        An interrupted run (Ctrl-C, ``pytest.exit``, ``--sw``, xdist's ``--maxfail``) writes its
-        JSON and shows the gate's findings, but neither updates the baseline nor counts them as
-        failures; one ``stopped`` on failures before its last test (``-x``, ``--maxfail``)
+        An interrupted run (Ctrl-C, ``pytest.exit``, ``--sw``) writes its JSON and shows the
+        gate's findings, but neither updates the baseline nor counts them as failures; one
+        ``stopped`` on failures before its last test (``-x``, ``--maxfail``, under xdist too)
         counts them, and does not update the baseline either."""
         if self.config.option.collectonly:
             return
@@ -625,6 +629,7 @@ class MemguardSession:
             return
         if report.when != "teardown" or self.is_worker:
             return
+        self._torn_down += 1
         handed, self._handed = self._handed, None
         if handed is not None and handed[0] is report:
             record: Optional[MemoryRecord] = handed[1]
@@ -703,6 +708,16 @@ class MaxfailWatch:
             if maxfail and failed >= maxfail and not item.session.shouldfail:
                 item.session.shouldfail = f"stopping after {failed} failures"
         return report
+
+
+def _xdist_stopped_on_failures(config: pytest.Config) -> bool:
+    """Whether pytest-xdist's controller is stopping the run because ``--maxfail``/``-x`` was
+    reached: it raises its ``Interrupted`` (a ``KeyboardInterrupt``) for that too, where pytest
+    itself raises ``Session.Failed``. Read from its private counters, defensively: without
+    them the stop stays an interruption."""
+    dsession = config.pluginmanager.get_plugin("dsession")
+    maxfail, failures = getattr(dsession, "maxfail", 0), getattr(dsession, "countfailures", 0)
+    return isinstance(maxfail, int) and isinstance(failures, int) and 0 < maxfail <= failures
 
 
 def _forget_summary_types(reporter: object) -> None:

@@ -98,6 +98,29 @@ def test_a_run_stopped_on_a_failure_still_counts_its_regressions(suite: pytest.P
     assert (suite.path / "memguard-baseline.yaml").read_text() == before
 
 
+def test_an_xdist_run_stopped_on_a_failure_counts_its_regressions_too(suite: pytest.Pytester) -> None:
+    """xdist's controller stops on -x/--maxfail with its own Interrupted (a KeyboardInterrupt),
+    not pytest's Session.Failed: that is still a stop on failures, not a Ctrl-C."""
+    pytest.importorskip("xdist")
+    run(suite, "--memguard-update-baseline")
+    suite.makepyfile(
+        test_zfail="import time\n\ndef test_fails():\n    time.sleep(1)\n    assert False\n\n"
+        "def test_never_runs():\n    pass\n"
+    )
+    before = (suite.path / "memguard-baseline.yaml").read_text()
+    xdist = ("-n", "2", "--dist", "loadfile", "-x")  # the suite on one worker, the failure after it on the other
+    result = run(suite, *xdist, size=16)
+    result.stdout.fnmatch_lines(
+        ["memguard gate: FAILED, 2 regressions *", "*1 failed, 3 passed, 2 memguard regressions in *"]
+    )
+    stopped = run(suite, *xdist, "--memguard-update-baseline", size=16)
+    stopped.stdout.fnmatch_lines(["memguard baseline *: not written (the run stopped before its last test; *)"])
+    assert (suite.path / "memguard-baseline.yaml").read_text() == before
+    (suite.path / "test_zfail.py").write_text("def test_fails():\n    assert False\n")  # every test runs
+    whole = run(suite, *xdist, "--memguard-update-baseline", size=16)
+    whole.stdout.fnmatch_lines(["memguard baseline *: written (2 entries changed)"])
+
+
 def test_x_on_the_last_test_is_a_whole_run(pytester: pytest.Pytester) -> None:
     """pytest stops with -x after a failing last test too: every test ran, so the baseline
     update asked for is made (also when that last test has a bad marker: it fails in setup)."""
