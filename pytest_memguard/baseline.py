@@ -269,10 +269,26 @@ def dump_baseline(baseline: Baseline) -> str:
     )
     lines = [_HEADER + f"schema: {baseline.schema}\n" + head + ("tests:" if baseline.tests else "tests: {}")]
     for nodeid, figures in sorted(baseline.tests.items()):
-        key = nodeid if nodeid and _plain_key(nodeid) == nodeid else json.dumps(nodeid, ensure_ascii=False)
-        lines.append(f"  {key}:")
+        lines.append(f"  {_written_key(nodeid)}:")
         lines += [f"    {name}: {int(value)}" for name, value in sorted(figures.items())]
     return "\n".join(lines) + "\n"
+
+
+# Characters a key may hold as they are: printable to YAML (its reader refuses DEL, C1 controls,
+# U+FFFE/U+FFFF and lone surrogates) and not a line break to YAML or str.splitlines (NEL,
+# U+2028, U+2029), which would split or fold the key. Written raw, such a key made a file we
+# could not read back; anything else is escaped (\uXXXX, valid in a double-quoted YAML string).
+_UNSAFE_IN_KEY = re.compile("[^\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]")
+
+
+def _written_key(nodeid: str) -> str:
+    """``nodeid`` as the ``tests`` block writes it: plain where :func:`_plain_key` reads it back
+    exactly, else double-quoted with JSON's escapes and every character YAML or a line split
+    could misread escaped."""
+    if nodeid and _plain_key(nodeid) == nodeid and not _UNSAFE_IN_KEY.search(nodeid):
+        return nodeid
+    quoted = json.dumps(nodeid, ensure_ascii=False)
+    return _UNSAFE_IN_KEY.sub(lambda char: f"\\u{ord(char[0]):04x}", quoted)
 
 
 def _mode_for(target: Path) -> int:

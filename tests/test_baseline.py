@@ -6,10 +6,14 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given, settings, strategies
 
 from pytest_memguard.baseline import (
     Baseline,
     BaselineError,
+    _load_canonical,
+    _StrictLoader,
     compare_figures,
     dump_baseline,
     load_baseline,
@@ -120,6 +124,19 @@ def test_dump_is_sorted_stable_and_round_trips(tmp_path: Path) -> None:
     loaded = load_baseline(path)
     assert loaded == sample()
     assert dump_baseline(loaded) == text
+
+
+@settings(max_examples=300, deadline=None)
+@given(strategies.text(strategies.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12))
+def test_any_test_id_reads_back_as_itself(params: str) -> None:
+    """Both readers (the fast line-based one and PyYAML, which a hand-edited file goes through)
+    read back every id as written: raw DEL, C1 controls or U+2028 in a key made files we could
+    not read (a directory name was enough) or read under another key."""
+    nodeid = f"tests/test_a.py::test_p[{params}]"
+    text = dump_baseline(Baseline(tests={nodeid: {"rss_peak": 1}}, environment=ENV))
+    fast = _load_canonical(text)
+    assert fast is not None and list(fast["tests"]) == [nodeid]
+    assert list(yaml.load(text, Loader=_StrictLoader)["tests"]) == [nodeid]
 
 
 def test_missing_file_is_no_baseline(tmp_path: Path) -> None:
