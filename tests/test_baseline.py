@@ -135,7 +135,8 @@ def test_any_test_id_reads_back_as_itself(params: str) -> None:
     nodeid = f"tests/test_a.py::test_p[{params}]"
     text = dump_baseline(Baseline(tests={nodeid: {"rss_peak": 1}}, environment=ENV))
     fast = _load_canonical(text)
-    assert fast is not None and list(fast["tests"]) == [nodeid]
+    assert fast is not None
+    assert list(fast["tests"]) == [nodeid]
     assert list(yaml.load(text, Loader=_StrictLoader)["tests"]) == [nodeid]
 
 
