@@ -199,16 +199,23 @@ class _Sampling:
         self._own_blocks = self._own_heap = 0
         self.traces_lost = False  # a run stopped tracemalloc or cleared its traces
 
-    def run(self, *, snapshot_first: bool = False) -> bool:
-        """One more run; ``False`` if it did not pass."""
+    def rerun(self) -> Optional[int]:
+        """One more run, not sampled: its RSS peak, ``None`` if it did not pass. Nothing of the
+        run (its measurement, this frame) is alive once it returns, so a sample taken by the
+        caller sees the same objects of ours as the warm-up sample did."""
         # an object made now has a traceback for as long as its trace lasts
         witness = object() if tracemalloc.is_tracing() else None
         measured = measured_rerun(self.item, self.nextitem, self.tracker)
         if witness is not None and tracemalloc.get_object_traceback(witness) is None:
             self.traces_lost = True
-        if measured is None:
+        return None if measured is None else measured.rss_peak
+
+    def run(self, *, snapshot_first: bool = False) -> bool:
+        """One more run; ``False`` if it did not pass."""
+        peak = self.rerun()
+        if peak is None:
             return False
-        self.sample(measured.rss_peak, snapshot_first=snapshot_first)
+        self.sample(peak, snapshot_first=snapshot_first)
         return True
 
     def sample(self, peak: int, *, snapshot_first: bool = False) -> None:
@@ -288,6 +295,18 @@ def confirm_leak(
 QUICK_RUNS = 2
 
 
+def _materialise_frames() -> None:
+    """Give every frame on the stack its frame object now. CPython (3.11+) makes one only when
+    asked (``f_back``, ``sys._getframe``, a traceback): a test that walks the stack (hypothesis'
+    ``ensure_free_stackframes``, at every ``@given`` call) makes them for our own frames still
+    running when the next sample is read (~300 B, 1 block each; 4-5 on attrs' suite), which
+    read as growth of that re-run only. They go when their frames return."""
+    getframe = getattr(sys, "_getframe", None)
+    frame = getframe(1) if getframe is not None else None
+    while frame is not None:
+        frame = frame.f_back
+
+
 def _quick_look(quick: _Sampling, quiet_malloc: Optional[float]) -> Optional[bool]:
     """Up to :data:`QUICK_RUNS` re-runs: ``True`` the last one moved nothing, ``False`` every one
     moved something, ``None`` one failed.
@@ -303,10 +322,17 @@ def _quick_look(quick: _Sampling, quiet_malloc: Optional[float]) -> Optional[boo
     if freeze:
         gc.freeze()
     try:
+        _materialise_frames()
         quick.sample(0)  # after the first run
-        for _ in range(QUICK_RUNS):
-            if not quick.run():
+        # every sample from this frame, with nothing of a re-run alive (its Measurement, the
+        # frame of _Sampling.run) and no loop iterator: the warm-up sample had none of them
+        runs = 0
+        while runs < QUICK_RUNS:
+            runs += 1
+            peak = quick.rerun()
+            if peak is None:
                 return None
+            quick.sample(peak)
             if quiet(quick.samples[-2:], malloc_bar=quiet_malloc):  # a leak grows in every run, the last too
                 return True
         return False
