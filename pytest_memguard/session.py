@@ -143,7 +143,23 @@ def _describe_node(node: Node) -> str:
         return f"@pytest.mark.memguard on class {node.name}"
     if isinstance(node, pytest.Module):
         return f"pytestmark in {node.name}"
-    return f"@pytest.mark.memguard on {node.name}"
+    return f"@pytest.mark.memguard on {getattr(node, 'originalname', node.name)}"
+
+
+def _memguard_markers(item: pytest.Item) -> list[tuple[str, pytest.Mark]]:
+    """The test's memguard markers, nearest first, each with where it was written.
+
+    pytest keeps a parametrization's own marks (``pytest.param(..., marks=...)``) on the item
+    after the function's, so nearest-first by node alone let the function's marker win over
+    the parametrization's: they come first here."""
+    param_marks = [mark for mark in getattr(getattr(item, "callspec", None), "marks", ()) if mark.name == MARKER]
+    params, others = [], []
+    for node, mark in item.iter_markers_with_node(MARKER):
+        if node is item and mark in param_marks:
+            params.append((f"the memguard mark of parametrization {item.name}", mark))
+        else:
+            others.append((_describe_node(node), mark))
+    return params + others
 
 
 class MemguardSession:
@@ -195,11 +211,11 @@ class MemguardSession:
         if not self.tracker.tracing and HEAP_KEYS.intersection(self._default_plan.limits):
             self.tracker.enable_tracing()
         for item in items:
-            marked = list(item.iter_markers_with_node(MARKER))
+            marked = _memguard_markers(item)
             if not marked and not self.settings.measure_all:
                 continue
             try:
-                layers = [self._marker_limits(node, mark) for node, mark in marked]
+                layers = [self._marker_limits(source, mark) for source, mark in marked]
                 tolerances = self._marker_tolerances(marked)
                 leaks = self._marker_leaks(marked)
             except LimitError as exc:
@@ -216,8 +232,7 @@ class MemguardSession:
             )
 
     @staticmethod
-    def _marker_limits(node: Node, mark: pytest.Mark) -> dict[str, Optional[Limit]]:
-        source = _describe_node(node)
+    def _marker_limits(source: str, mark: pytest.Mark) -> dict[str, Optional[Limit]]:
         if mark.args:
             raise LimitError(f"{source} takes keywords only, e.g. memguard(peak='50 MB'), got {mark.args!r}")
         values = {key: value for key, value in mark.kwargs.items() if key not in MARKER_OPTIONS}
@@ -227,19 +242,19 @@ class MemguardSession:
             raise LimitError(f"{exc} ({source})") from None
 
     @staticmethod
-    def _marker_leaks(marked: list[tuple[Node, pytest.Mark]]) -> Optional[str]:
+    def _marker_leaks(marked: list[tuple[str, pytest.Mark]]) -> Optional[str]:
         """``leak=False`` (never re-run this test), ``True``/``"fail"``, ``"warn"``; nearest wins."""
-        for node, mark in marked:
+        for source, mark in marked:
             if "leak" in mark.kwargs:
                 value = mark.kwargs["leak"]
                 if isinstance(value, (bool, str)) and value in _LEAK_MARKER_VALUES:
                     return _LEAK_MARKER_VALUES[value]
-                raise LimitError(f"leak={value!r}: use True, False, 'fail', 'warn' or 'off' ({_describe_node(node)})")
+                raise LimitError(f"leak={value!r}: use True, False, 'fail', 'warn' or 'off' ({source})")
         return None
 
-    def _marker_tolerances(self, marked: list[tuple[Node, pytest.Mark]]) -> Optional[dict[str, Tolerance]]:
+    def _marker_tolerances(self, marked: list[tuple[str, pytest.Mark]]) -> Optional[dict[str, Tolerance]]:
         """``tolerance="20%"`` (every figure) or ``tolerance={"rss": "20%"}``; nearest marker wins."""
-        for node, mark in marked:
+        for source, mark in marked:
             if "tolerance" not in mark.kwargs:
                 continue
             spec = mark.kwargs["tolerance"]
@@ -247,7 +262,7 @@ class MemguardSession:
             try:
                 return parse_figure_tolerances(values, self.settings.tolerances.defaults, "tolerance")
             except ToleranceError as exc:
-                raise LimitError(f"{exc} ({_describe_node(node)})") from None
+                raise LimitError(f"{exc} ({source})") from None
         return None
 
     # -- running ------------------------------------------------------------

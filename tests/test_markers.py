@@ -36,6 +36,16 @@ class TestClassLevel:
 @pytest.mark.parametrize("mib", [1, pytest.param(30, marks=pytest.mark.memguard(peak="10 MiB"))])
 def test_param(mib):
     alloc(mib)
+
+@pytest.mark.memguard(peak="10 MiB")
+@pytest.mark.parametrize("mib", [pytest.param(30, marks=pytest.mark.memguard(peak="100 MiB"), id="relaxed")])
+def test_param_beats_function(mib):
+    alloc(mib)
+
+@pytest.mark.parametrize("mib", [pytest.param(30, marks=pytest.mark.memguard(peak="10 MiB"), id="tightened")])
+@pytest.mark.memguard(peak="100 MiB")
+def test_param_tightens_function(mib):
+    alloc(mib)
 """
 
 
@@ -51,10 +61,14 @@ def test_nearest_marker_wins_at_each_level(pytester: pytest.Pytester, run_measur
         "test_none_removes_limit": "ok",
         "test_param[1]": "ok",
         "test_param[30]": "over_limit",
+        # a parametrization's own marker is nearer than its function's, in either decorator order
+        "test_param_beats_function[relaxed]": "ok",
+        "test_param_tightens_function[tightened]": "over_limit",
     }
-    result.assert_outcomes(passed=4, failed=3)
+    result.assert_outcomes(passed=5, failed=4)
     assert "on class TestClassLevel" in props["test_inherits_class"]["memguard_message"]
-    assert "on test_param[30]" in props["test_param[30]"]["memguard_message"]
+    assert "on test_function_level" in props["test_function_level"]["memguard_message"]
+    assert "of parametrization test_param[30]" in props["test_param[30]"]["memguard_message"]
 
 
 def test_marked_test_is_measured_without_the_flag(pytester: pytest.Pytester, run_measured) -> None:
