@@ -301,8 +301,9 @@ def _mode_for(target: Path) -> int:
 
 
 def write_atomic(path: PathLike, text: str) -> bool:
-    """Write ``text`` via a temporary file and a rename; ``False`` if the file already says exactly that."""
-    target = Path(os.fspath(path))
+    """Write ``text`` via a temporary file and a rename; ``False`` if the file already says exactly that.
+    A symbolic link is followed: its target is rewritten, the link stays."""
+    target = Path(os.path.realpath(os.fspath(path)))
     try:
         if target.read_text(encoding="utf-8") == text:
             return False

@@ -58,6 +58,7 @@ class GateResult:
     written: Optional[Path] = None
     changed_entries: int = 0
     held: str = ""  # why an asked-for baseline update was not made (a run that stopped early)
+    write_failed: bool = False  # the update was made but could not be written: the run fails
     unrecorded: list[str] = field(default_factory=list)  # tests an update left out: they did not pass
 
     @property
@@ -133,6 +134,11 @@ class BaselineGate:
         updated = update_baseline(self.baseline, results, self.environment)
         before = {} if self.baseline is None else self.baseline.tests
         result.changed_entries = sum(1 for nodeid, figures in updated.tests.items() if before.get(nodeid) != figures)
-        if write_atomic(self.path, dump_baseline(updated)):
-            result.written = self.path
+        try:
+            if write_atomic(self.path, dump_baseline(updated)):
+                result.written = self.path
+        except (OSError, UnicodeError) as exc:  # an unwritable place: said, and the run fails
+            result.held = f"could not write it: {exc}"
+            result.write_failed = True
+            return
         self.baseline = updated

@@ -14,7 +14,8 @@ import os
 import sys
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, Generator, NamedTuple, Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Generator, NamedTuple, Optional
 
 import pytest
 from _pytest.runner import runtestprotocol  # the one private import: owning the protocol needs it
@@ -607,27 +608,34 @@ class MemguardSession:
                     entries = [_RegressionEntry(record.nodeid) for record in self.gate_result.regressions]
                     reporter.stats.setdefault(REGRESSIONS_STAT, []).extend(entries)
                     _forget_summary_types(reporter)
+        if self.gate_result is not None and self.gate_result.write_failed:
+            session.testsfailed += 1  # an update asked for and not made must not pass for one
+        self._write_reports()
+
+    def _write_report(self, path: Path, write: Callable[[Path], object]) -> None:
+        """One report; one that cannot be written is said, and the others are still written."""
         try:
-            self._write_reports()
-        except OSError as exc:
-            self.write_errors.append(f"could not write a report: {exc}")
+            write(path)
+        except (OSError, UnicodeError) as exc:
+            self.write_errors.append(f"could not write a report to {path}: {exc}")
 
     def _write_reports(self) -> None:
         """Every report asked for, from the same records; markdown also to the job summary."""
         settings, baseline = self.settings, None if self.gate is None else self.gate.path
         if settings.json_path is not None:
             text = render_json(self.records, version=__version__, gate=self.gate_result, baseline=baseline)
-            write_atomic(settings.json_path, text)
+            self._write_report(settings.json_path, lambda path: write_atomic(path, text))
         if settings.junit_path is not None:
-            write_junit(settings.junit_path, self.records, self.gate_result)
+            self._write_report(settings.junit_path, lambda path: write_junit(path, self.records, self.gate_result))
         if settings.benchmark_json_path is not None:
-            write_atomic(settings.benchmark_json_path, render_benchmark_json(self.records))
+            benchmark = render_benchmark_json(self.records)
+            self._write_report(settings.benchmark_json_path, lambda path: write_atomic(path, benchmark))
         in_actions = settings.step_summary and bool(os.environ.get("GITHUB_STEP_SUMMARY"))
         if settings.markdown_path is None and not (in_actions and self.settings.measure_all):
             return
         markdown = render_markdown(self.records, self.gate_result, top=settings.top, baseline=baseline)
         if settings.markdown_path is not None:
-            write_atomic(settings.markdown_path, markdown)
+            self._write_report(settings.markdown_path, lambda path: write_atomic(path, markdown))
         if in_actions and self.settings.measure_all:
             try:
                 append_step_summary(markdown)

@@ -192,6 +192,17 @@ def test_atomic_write_never_leaves_half_a_file(tmp_path: Path, monkeypatch: pyte
     assert [p.name for p in tmp_path.iterdir()] == ["baseline.yaml"]
 
 
+def test_atomic_write_rewrites_a_symlinks_target_and_keeps_the_link(tmp_path: Path) -> None:
+    (tmp_path / "shared").mkdir()
+    target = tmp_path / "shared" / "base.yaml"
+    target.write_text("old")
+    link = tmp_path / "memguard-baseline.yaml"
+    link.symlink_to(Path("shared") / "base.yaml")
+    assert write_atomic(link, "new")
+    assert link.is_symlink()
+    assert target.read_text() == "new"
+
+
 def test_atomic_write_skips_identical_content(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "baseline.yaml"
     assert write_atomic(path, "x\n") is True

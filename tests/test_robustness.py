@@ -100,10 +100,24 @@ def test_xpass_over_its_limit_fails_in_junit_too(pytester: pytest.Pytester) -> N
 
 
 def test_an_unwritable_report_is_an_error_line_not_a_crash(pytester: pytest.Pytester) -> None:
+    """And the other reports are still written (one failure stopped every report after it)."""
     pytester.makepyfile("def test_a(): pass")
-    result = run(pytester, "--memguard", f"--memguard-json={pytester.path}")  # a directory
+    result = run(pytester, "--memguard", f"--memguard-json={pytester.path}", "--memguard-markdown=ok.md")
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
-    result.stdout.fnmatch_lines(["memguard: could not write a report: *"])
+    result.stdout.fnmatch_lines([f"memguard: could not write a report to {pytester.path}: *"])
+    assert result.ret == pytest.ExitCode.OK
+    assert "test_a" in (pytester.path / "ok.md").read_text()
+
+
+def test_a_baseline_update_that_cannot_be_written_fails_the_run_with_a_line(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_a(): pass")
+    # a name the file system takes (255 bytes), but not the temporary file's beside it (longer)
+    name = "b" * 250 + ".yaml"
+    result = run(pytester, "--memguard", "--memguard-update-baseline", f"--memguard-baseline={name}")
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    result.stdout.fnmatch_lines([f"memguard baseline *{name}: not written (could not write it: *)"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(passed=1)
 
 
 @pytest.mark.parametrize("debugger", ["--pdb", "--trace"])
