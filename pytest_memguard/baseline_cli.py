@@ -58,7 +58,7 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         baseline = load_baseline(args.baseline)
         if baseline is None:
             raise BaselineError(f"{args.baseline}: no such file (record one with pytest --memguard-update-baseline)")
-        results, environment = load_results(args.results)
+        results, environment, partial = load_results(args.results)
     except (ToleranceError, ConfigFileError, BaselineError, ResultsError) as exc:
         parser.error(str(exc))
     gate = BaselineGate(args.baseline, baseline, policy)
@@ -73,7 +73,10 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             MemoryRecord(nodeid, measurement, verdict_for(findings, entry is not None), message, tuple(findings))
         )
     result = gate.finish(records, update=False)
-    print(render_gate(result, baseline=args.baseline, gate=args.gate, update=False, brief=False))
+    print(render_gate(result, baseline=args.baseline, gate=args.gate, update=False, brief=False, remeasured=False))
+    if partial:
+        shown = ", ".join(partial[:5]) + (", …" if len(partial) > 5 else "")
+        print(f"{len(partial)} test(s) that did not pass on their own not compared (a run cut short): {shown}")
     return EXIT_FAILURE if result.failed and args.gate == "fail" else EXIT_OK
 
 
@@ -102,7 +105,10 @@ def run_merge(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except BaselineError as exc:
         parser.error(str(exc))
     merged, conflicts = merge_baselines(loaded)
-    written = write_atomic(args.output, dump_baseline(merged))
+    try:
+        written = write_atomic(args.output, dump_baseline(merged))
+    except (OSError, UnicodeError) as exc:
+        parser.error(f"{args.output}: cannot be written ({exc})")
     state = "written" if written else "unchanged"
     print(f"merged {len(loaded)} baselines into {args.output} ({state}): {len(merged.tests)} tests")
     if conflicts:

@@ -623,7 +623,9 @@ class MemguardSession:
         """Every report asked for, from the same records; markdown also to the job summary."""
         settings, baseline = self.settings, None if self.gate is None else self.gate.path
         if settings.json_path is not None:
-            text = render_json(self.records, version=__version__, gate=self.gate_result, baseline=baseline)
+            text = render_json(
+                self.records, version=__version__, gate=self.gate_result, baseline=baseline, partial=self._partial
+            )
             self._write_report(settings.json_path, lambda path: write_atomic(path, text))
         if settings.junit_path is not None:
             self._write_report(settings.junit_path, lambda path: write_junit(path, self.records, self.gate_result))

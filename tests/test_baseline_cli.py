@@ -100,6 +100,36 @@ def test_merge_refuses_a_corrupt_shard_and_writes_nothing(tmp_path: Path, capsys
     assert not out.exists()
 
 
+def test_merge_into_an_unwritable_path_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    one = write_baseline(tmp_path / "one.yaml", {"a": {"rss_peak": 1}})
+    assert main(["merge", str(one), "-o", str(tmp_path)]) == 2  # a directory
+    assert f"{tmp_path}: cannot be written" in capsys.readouterr().err
+
+
+def test_compare_leaves_out_tests_that_did_not_pass_on_their_own(pytester: pytest.Pytester, capsys) -> None:
+    """As the gate in the run does: their figures are of a run cut short."""
+    pytester.makepyfile(
+        "import os, pytest\n"
+        "SIZE = int(os.environ.get('SIZE', '4')) * 1024 * 1024\n"
+        "def test_ok():\n    block = bytearray(4 * 1024 * 1024)\n"
+        "def test_fails_later():\n    block = bytearray(SIZE)\n    assert SIZE == 4 * 1024 * 1024\n"
+        "def test_skips_later():\n    block = bytearray(SIZE)\n    if SIZE > 4 * 1024 * 1024: pytest.skip('no')\n"
+    )
+    pytester.runpytest_subprocess("--memguard", "--memguard-update-baseline", "--memguard-leaks=off")
+    pytester._monkeypatch.setenv("SIZE", "32")  # type: ignore[attr-defined]
+    pytester.runpytest_subprocess("--memguard", "--memguard-leaks=off", "--memguard-json=r.json")
+    tests = json.loads((pytester.path / "r.json").read_text())["tests"]
+    name = "test_compare_leaves_out_tests_that_did_not_pass_on_their_own.py::"
+    assert tests[name + "test_fails_later"]["partial_run"] is True
+    assert tests[name + "test_skips_later"]["partial_run"] is True
+    assert "partial_run" not in tests[name + "test_ok"]
+    capsys.readouterr()
+    assert main(["compare", str(pytester.path / "memguard-baseline.yaml"), str(pytester.path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert "memguard gate: passed" in out
+    assert "2 test(s) that did not pass on their own not compared (a run cut short): " in out
+
+
 def test_results_file_from_a_real_run_round_trips(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_a():\n    block = bytearray(4 * 1024 * 1024)\n")
     pytester.runpytest_subprocess("--memguard", "--memguard-update-baseline", "--memguard-json=r.json")

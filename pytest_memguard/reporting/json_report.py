@@ -11,6 +11,7 @@ Schema 1 (a new key may appear in a minor release; a changed meaning bumps ``sch
         "<node id>": {
           "figures": {"rss_peak": 123, "rss_retained": 0, "heap_peak": 45, "heap_retained": 6, "fds_gained": 0},
           "verdict": "ok | over_limit | regression | improvement | new",
+          "partial_run": true,
           "message": "why, when not ok",
           "findings": [{"figure": "rss_peak", "baseline": 100, "current": 123, "tolerance": 10, "kind": "regression"}],
           "leak": {"confirmed": true, "runs": 6, "bytes_per_run": 1024, "objects_per_run": 12.0, "fds_per_run": 0.0,
@@ -36,6 +37,9 @@ Schema 1 (a new key may appear in a minor release; a changed meaning bumps ``sch
     }
 
 Figures are integers in bytes (``fds_gained``: a count); figures not measured are left out.
+``partial_run`` (added in schema 1, present only when true): the test did not pass on its own
+(failed, errored, skipped in its body, xfailed, a failed subtest), so its figures are of a run
+cut short; ``memguard compare`` leaves it out, as the gate in the run does.
 
 ``analysis`` (added in schema 1; only for a test flagged ``over_limit``, ``leak`` or
 ``regression`` that could be re-run once more): ``AllocationAnalysis.as_dict()`` of that
@@ -51,7 +55,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Collection, Mapping, Optional, Sequence
 
 from ..baseline import current_environment
 from ..gate import GateResult
@@ -76,10 +80,14 @@ def render_json(
     version: str,
     gate: Optional[GateResult] = None,
     baseline: Optional[Path] = None,
+    partial: Collection[str] = (),
 ) -> str:
+    """``partial``: the tests that did not pass on their own (``partial_run``)."""
     tests: dict[str, Any] = {}
     for record in sorted(records, key=lambda r: r.nodeid):
         entry: dict[str, Any] = {"figures": _figures(record), "verdict": record.verdict}
+        if record.nodeid in partial:
+            entry["partial_run"] = True
         if record.message:
             entry["message"] = record.message
         if record.findings:
@@ -133,8 +141,9 @@ def render_json(
     return json.dumps(document, indent=2, sort_keys=False) + "\n"
 
 
-def load_results(path: Path) -> tuple[dict[str, dict[str, int]], Mapping[str, str]]:
-    """``({nodeid: figures}, environment)`` from a ``--memguard-json`` file."""
+def load_results(path: Path) -> tuple[dict[str, dict[str, int]], Mapping[str, str], list[str]]:
+    """``({nodeid: figures}, environment, partial)`` from a ``--memguard-json`` file; the tests
+    marked ``partial_run`` are not among the figures but listed in ``partial``."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -149,12 +158,16 @@ def load_results(path: Path) -> tuple[dict[str, dict[str, int]], Mapping[str, st
             f"{path}: results schema {schema!r} is not one this pytest-memguard reads (<= {JSON_SCHEMA})"
         )
     tests: dict[str, dict[str, int]] = {}
+    partial: list[str] = []
     for nodeid, entry in data["tests"].items():
         figures = entry.get("figures") if isinstance(entry, dict) else None
         if not isinstance(figures, dict) or not all(
             isinstance(v, int) and not isinstance(v, bool) for v in figures.values()
         ):
             raise ResultsError(f"{path}: test {nodeid!r} has no valid 'figures' mapping of integers")
-        tests[str(nodeid)] = figures
+        if entry.get("partial_run") is True:
+            partial.append(str(nodeid))
+        else:
+            tests[str(nodeid)] = figures
     environment = data.get("environment") if isinstance(data.get("environment"), dict) else {}
-    return tests, {str(k): str(v) for k, v in (environment or {}).items()}
+    return tests, {str(k): str(v) for k, v in (environment or {}).items()}, sorted(partial)

@@ -152,8 +152,11 @@ def _findings_table(records: Sequence[MemoryRecord]) -> str:
     return tabulate(rows, headers=headers, colalign=["left", "left", "right", "right", "right", "right"])
 
 
-def render_gate(result: GateResult, *, baseline: Path, gate: str, update: bool, brief: bool) -> str:
-    """The gate's verdict against the baseline, then what moved, what is new, what did not run."""
+def render_gate(
+    result: GateResult, *, baseline: Path, gate: str, update: bool, brief: bool, remeasured: bool = True
+) -> str:
+    """The gate's verdict against the baseline, then what moved, what is new, what did not run.
+    ``remeasured``: regressions were re-measured before they counted (in a pytest run)."""
     lines = []
     count = len(result.regressions)
     regressions = f"{count} regression{'' if count == 1 else 's'}"
@@ -179,7 +182,8 @@ def render_gate(result: GateResult, *, baseline: Path, gate: str, update: bool, 
     else:
         lines.append(f"memguard gate: passed, no regression against {baseline}")
     if result.regressions and not brief:
-        lines += ["", "Regressions (re-measured before they count):", _findings_table(result.regressions)]
+        title = "Regressions (re-measured before they count):" if remeasured else "Regressions:"
+        lines += ["", title, _findings_table(result.regressions)]
         # Over their limit or leaking too: their analysis is in the summary above already.
         for record in (r for r in result.regressions if r.verdict == Verdict.REGRESSION and r.analysis):
             lines += [f"  {record.nodeid}:", *_analysis_lines(record)]
