@@ -200,6 +200,13 @@ class MemguardSession:
                 self.gate = BaselineGate.load(path, settings.tolerances)
             except BaselineError as exc:
                 raise pytest.UsageError(f"memguard: {exc}") from None
+        elif settings.measure_all and path is not None and settings.baseline_given:
+            # A path asked for that is not there: on the command line most likely a typo, which
+            # would let every run pass ungated; in the ini file maybe one not recorded yet.
+            missing = f"baseline {path} does not exist, so nothing is compared; --memguard-update-baseline records it"
+            if settings.baseline_given == "option":
+                raise pytest.UsageError(f"memguard: {missing}")
+            self.tracker.notes.append(f"{missing} (memguard_baseline in {config.inipath or 'the ini file'})")
 
     # -- collection: decide which tests are measured, validate their markers ---
     @pytest.hookimpl(trylast=True)

@@ -33,6 +33,7 @@ class Settings:
     top: int = DEFAULT_TOP
     limits: dict[str, Optional[Limit]] = field(default_factory=dict)
     baseline_path: Optional[Path] = None
+    baseline_given: str = ""  # where a baseline path was asked for: "option", "ini", or "" (the default)
     update_baseline: bool = False
     gate: str = "fail"
     reruns: int = DEFAULT_RERUNS
@@ -63,7 +64,7 @@ class Settings:
             limits.update(parse_limit_lines(config.getoption("memguard_limit") or [], "--memguard-limit"))
         except LimitError as exc:
             raise pytest.UsageError(f"memguard: {exc}") from None
-        return cls(
+        settings = cls(
             enabled=flag("memguard"),
             trace=flag("memguard_trace"),
             top=_count(config, "memguard_top"),
@@ -83,7 +84,21 @@ class Settings:
             leak_runs=_count(config, "memguard_leak_runs", minimum=3),
             leak_slow=_choice(config, "memguard_leak_slow", LEAK_SLOW_MODES),
             stack_depth=_count(config, "memguard_stack_depth", minimum=1, maximum=65535),  # tracemalloc's limit
+            baseline_given=_given(config, "memguard_baseline"),
         )
+        if config.getoption("memguard_update_baseline") and not settings.measure_all:
+            # without it nothing is measured, so nothing would be recorded, and nothing said
+            raise pytest.UsageError(
+                "memguard: --memguard-update-baseline records what --memguard measures: add --memguard"
+            )
+        return settings
+
+
+def _given(config: pytest.Config, name: str) -> str:
+    """Where an option was set: ``"option"`` (the command line), ``"ini"``, or ``""``."""
+    if config.getoption(name):
+        return "option"
+    return "ini" if str(config.getini(name) or "").strip() else ""
 
 
 def _choice(config: pytest.Config, name: str, choices: tuple[str, ...]) -> str:

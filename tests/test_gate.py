@@ -323,6 +323,23 @@ def test_bad_baseline_is_a_clear_error_and_is_never_overwritten(
 
 def test_custom_baseline_path_from_ini(suite: pytest.Pytester) -> None:
     suite.makeini("[pytest]\nmemguard_baseline = ci/memory.yaml\n")
+    before = run(suite)  # not recorded yet: said, not an error
+    assert before.ret == pytest.ExitCode.OK
+    before.stdout.fnmatch_lines(["note: baseline */ci/memory.yaml does not exist, so nothing is compared; *"])
     run(suite, "--memguard-update-baseline")
     assert (suite.path / "ci" / "memory.yaml").exists()
+    assert not (suite.path / "memguard-baseline.yaml").exists()
+
+
+def test_a_baseline_named_on_the_command_line_must_exist(suite: pytest.Pytester) -> None:
+    """A typo there would let every run pass without a gate."""
+    result = run(suite, "--memguard-baseline=memguard-basline.yaml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: memguard: baseline */memguard-basline.yaml does not exist, *"])
+
+
+def test_updating_the_baseline_needs_memguard(suite: pytest.Pytester) -> None:
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider", "--memguard-update-baseline")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: memguard: --memguard-update-baseline records what --memguard measures: *"])
     assert not (suite.path / "memguard-baseline.yaml").exists()
