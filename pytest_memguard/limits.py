@@ -18,7 +18,7 @@ keyword             what it bounds                                  value
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Optional
+from typing import Iterable, Mapping, Optional, Sequence
 
 from .tracker import Measurement
 from .units import SizeError, format_size, parse_size
@@ -97,11 +97,14 @@ def _parse_value(key: str, value: object) -> Optional[int]:
         raise LimitError(f"{key}={value!r}: {exc}") from None
 
 
-def parse_limits(values: Mapping[str, object], source: str) -> dict[str, Optional[Limit]]:
-    """Parse ``{"peak": "50 MB"}`` into limits; ``None`` values mean "no limit here"."""
+def parse_limits(
+    values: Mapping[str, object], source: str, also_known: Sequence[str] = ()
+) -> dict[str, Optional[Limit]]:
+    """Parse ``{"peak": "50 MB"}`` into limits; ``None`` values mean "no limit here".
+    ``also_known``: the other keywords where they come from (the marker's), named in the error."""
     unknown = sorted(set(values) - set(LIMIT_KEYS))
     if unknown:
-        raise LimitError(f"unknown keyword {', '.join(unknown)}; known: {', '.join(LIMIT_KEYS)}")
+        raise LimitError(f"unknown keyword {', '.join(unknown)}; known: {', '.join([*LIMIT_KEYS, *also_known])}")
     limits: dict[str, Optional[Limit]] = {}
     for key, raw in values.items():
         parsed = _parse_value(key, raw)

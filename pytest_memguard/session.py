@@ -245,7 +245,7 @@ class MemguardSession:
             raise LimitError(f"{source} takes keywords only, e.g. memguard(peak='50 MB'), got {mark.args!r}")
         values = {key: value for key, value in mark.kwargs.items() if key not in MARKER_OPTIONS}
         try:
-            return parse_limits(values, source)
+            return parse_limits(values, source, also_known=sorted(MARKER_OPTIONS))
         except LimitError as exc:
             raise LimitError(f"{exc} ({source})") from None
 

@@ -207,7 +207,7 @@ def test_failing_and_xfailing_tests_keep_their_own_outcome(pytester: pytest.Pyte
         ('peak="fifty"', "peak='fifty': 'fifty' is not a size"),
         ('retained="10 parsecs"', "unknown unit 'parsecs'"),
         ('peak="-5 MB"', "a size cannot be negative"),
-        ('peek="5 MB"', "unknown keyword peek; known: peak, retained, heap_peak, heap_retained, fds"),
+        ('peek="5 MB"', "unknown keyword peek; known: peak, retained, heap_peak, heap_retained, fds, leak, tolerance"),
         ('"5 MB"', "takes keywords only"),
         ("fds=1.5", "fds=1.5 is not a whole number"),
     ],
