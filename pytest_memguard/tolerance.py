@@ -146,7 +146,8 @@ class TolerancePolicy:
     def for_test(self, nodeid: str, marker: Optional[Mapping[str, Tolerance]] = None) -> dict[str, Tolerance]:
         chosen = dict(self.defaults)
         for rule in self.rules:
-            if fnmatch.fnmatchcase(nodeid, rule.pattern):
+            # brackets are literal: in node ids they hold parameters (test_p[big]), not sets
+            if fnmatch.fnmatchcase(nodeid, rule.pattern.replace("[", "[[]")):
                 chosen.update(rule.tolerances)
         if marker:
             chosen.update(marker)

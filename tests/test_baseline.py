@@ -84,6 +84,14 @@ def test_policy_overrides_and_rules(tmp_path: Path) -> None:
     assert policy.for_test("tests/slow/test_b.py::t", marker)["rss_peak"].relative == 0.9
 
 
+def test_rule_brackets_match_a_parametrization_literally(tmp_path: Path) -> None:
+    config = tmp_path / "memguard.yaml"
+    config.write_text("rules:\n  - match: 'test_p.py::test_p[big]'\n    tolerance:\n      all: 500%\n")
+    policy = load_config_file(config, default_policy())
+    assert policy.for_test("test_p.py::test_p[big]")["rss_peak"].relative == 5.0
+    assert policy.for_test("test_p.py::test_p[b]")["rss_peak"].relative != 5.0  # not a set of letters
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
