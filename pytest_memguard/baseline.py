@@ -342,7 +342,7 @@ def compare_figures(
             continue
         before, now = baseline[figure], current[figure]
         threshold = tolerances[figure].threshold(before)
-        if abs(now - before) >= threshold:
+        if now != before and abs(now - before) >= threshold:  # a 0 tolerance: any change, not none
             findings.append(Finding(nodeid, figure, before, now, threshold))
     return findings
 

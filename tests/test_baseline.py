@@ -229,6 +229,12 @@ def test_compare_finds_regressions_and_improvements_beyond_tolerance() -> None:
     assert findings[0].message() == "peak RSS 10.0 MiB -> 12.0 MiB (+2.0 MiB, +20%; tolerance 768.0 KiB)"
 
 
+def test_a_zero_tolerance_finds_any_change_but_not_none() -> None:
+    zero = {figure: Tolerance(0.0, 0, 0) for figure in DEFAULTS}
+    findings = compare_figures("t", {"rss_peak": 5, "heap_peak": 5}, {"rss_peak": 5, "heap_peak": 6}, zero)
+    assert [(f.figure, f.kind) for f in findings] == [("heap_peak", "regression")]
+
+
 def test_compare_skips_figures_one_side_lacks() -> None:
     assert compare_figures("t", {"heap_peak": 1}, {"rss_peak": 5 * MIB}, dict(DEFAULTS)) == []
 

@@ -7,6 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pytest_memguard.baseline import Finding
+from pytest_memguard.gate import GateResult
+from pytest_memguard.record import MemoryRecord, Verdict
+from pytest_memguard.reporting.terminal import render_gate
+from pytest_memguard.tracker import Measurement
+
 SUITE = """
 import os
 
@@ -40,6 +46,20 @@ def run(pytester: pytest.Pytester, *args: str, size: int = 8) -> pytest.RunResul
 def baseline_of(pytester: pytest.Pytester) -> dict[str, dict[str, int]]:
     data = yaml.safe_load((pytester.path / "memguard-baseline.yaml").read_text())
     return data["tests"]
+
+
+def test_the_regressions_table_lists_only_what_went_up() -> None:
+    """A regressed test's other figures that went down are not regressions (nor listed as such)."""
+    findings = (
+        Finding("t.py::a", "rss_peak", 1 << 20, 9 << 20, 1024),
+        Finding("t.py::a", "rss_retained", 8 << 20, 0, 1024),
+    )
+    record = MemoryRecord("t.py::a", Measurement(9 << 20, 0, None, None, 0), Verdict.REGRESSION, "", findings)
+    text = render_gate(
+        GateResult(regressions=[record]), baseline=Path("b.yaml"), gate="fail", update=False, brief=False
+    )
+    assert "peak RSS" in text
+    assert "retained RSS" not in text
 
 
 @pytest.mark.with_hypothesis_plugin

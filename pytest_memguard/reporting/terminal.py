@@ -135,7 +135,9 @@ def render_details(record: MemoryRecord, limits: Mapping[str, Limit], breaches: 
     return "\n".join(lines)
 
 
-def _findings_table(records: Sequence[MemoryRecord]) -> str:
+def _findings_table(records: Sequence[MemoryRecord], kind: str) -> str:
+    """The ``kind`` findings (regression, improvement) of ``records``, one row each: a regressed
+    test's other figures that went down are not regressions (the markdown report agrees)."""
     rows = [
         [
             record.nodeid,
@@ -147,6 +149,7 @@ def _findings_table(records: Sequence[MemoryRecord]) -> str:
         ]
         for record in records
         for finding in record.findings
+        if finding.kind == kind
     ]
     headers = ["test", "figure", "baseline", "now", "change", "tolerance"]
     return tabulate(rows, headers=headers, colalign=["left", "left", "right", "right", "right", "right"])
@@ -183,14 +186,18 @@ def render_gate(
         lines.append(f"memguard gate: passed, no regression against {baseline}")
     if result.regressions and not brief:
         title = "Regressions (re-measured before they count):" if remeasured else "Regressions:"
-        lines += ["", title, _findings_table(result.regressions)]
+        lines += ["", title, _findings_table(result.regressions, "regression")]
         # Over their limit or leaking too: their analysis is in the summary above already.
         for record in (r for r in result.regressions if r.verdict == Verdict.REGRESSION and r.analysis):
             lines += [f"  {record.nodeid}:", *_analysis_lines(record)]
     elif result.regressions:
         lines += [f"  {record.nodeid}: {record.message}" for record in result.regressions]
     if result.improvements and not brief:
-        lines += ["", "Improvements (refresh with --memguard-update-baseline):", _findings_table(result.improvements)]
+        lines += [
+            "",
+            "Improvements (refresh with --memguard-update-baseline):",
+            _findings_table(result.improvements, "improvement"),
+        ]
     if result.new and not update:
         lines.append(f"{len(result.new)} test(s) not in the baseline yet; --memguard-update-baseline records them")
     if result.not_run and not brief:
