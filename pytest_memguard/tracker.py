@@ -359,11 +359,16 @@ class Tracker:
 
     def growth(self, start: Start, now: tuple[int, Optional[int]], malloc_in_call: Optional[int] = None) -> Growth:
         """What the run left allocated between ``start`` and ``now`` (:meth:`screening`, read right
-        after :meth:`finish`); nothing when ``start`` was taken without ``screen``."""
+        after :meth:`finish`); nothing when ``start`` was taken without ``screen``. A run that
+        freed 1 MiB or more of the C heap (what earlier tests held: a failure's traceback let go,
+        a cache emptied) leaves those pages with glibc, where the next tests would reuse them
+        and read a peak of 0 (and their full size once they are gone): they are handed back."""
         if start.blocks is None:
             return Growth(0, None, malloc_in_call)
         blocks, malloc = now
         grown = None if malloc is None or start.malloc is None else malloc - start.malloc
+        if grown is not None and grown <= -_TRIM_AT_BYTES:
+            self.trim()
         return Growth(blocks - start.blocks, grown, malloc_in_call)
 
     def malloc_in_use(self) -> Optional[int]:

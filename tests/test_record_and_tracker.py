@@ -16,7 +16,7 @@ from pytest_memguard.baseline import Finding
 from pytest_memguard.glibc_heap import malloc_in_use_reader, tcache_bytes_reader, tcache_filler
 from pytest_memguard.leak_detector import LeakReport
 from pytest_memguard.record import MemoryRecord, Verdict
-from pytest_memguard.tracker import Measurement, Tracker
+from pytest_memguard.tracker import Measurement, Start, Tracker
 
 MIB = 1024**2
 
@@ -424,3 +424,16 @@ def test_c_heap_readings_stop_where_most_of_a_window_are_slow(
             assert not noted
     finally:
         tracker.close()
+
+
+def test_a_run_that_freed_a_mib_of_c_heap_hands_the_pages_back() -> None:
+    """Freed by one test (a failure's traceback let go, a cache emptied), glibc keeps them, and
+    the next tests reuse them: their peaks read 0, and their full size once those are gone."""
+    tracker = Tracker()
+    trims: list[int] = []
+    tracker._trim = lambda: trims.append(1)
+    start = Start(rss=0, fds=0, heap=None, lifetime_peak=None, blocks=100, malloc=5 * 1024 * 1024)
+    assert tracker.growth(start, (100, 4 * 1024 * 1024 + 1)).malloc == -(1024 * 1024) + 1
+    assert not trims
+    assert tracker.growth(start, (100, 4 * 1024 * 1024)).malloc == -(1024 * 1024)
+    assert trims == [1]
