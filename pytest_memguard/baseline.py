@@ -354,17 +354,20 @@ def update_baseline(
 ) -> Baseline:
     """Take in ``(nodeid, figures, moved)`` results; entries not in ``results`` stay as they were.
 
-    An existing entry is rewritten only when it moved beyond tolerance or its set of
-    figures changed, so re-running without changes rewrites nothing.
+    An existing entry is rewritten only when it moved beyond tolerance or gained a figure,
+    so re-running without changes rewrites nothing. Figures a run did not measure (the
+    Python heap's, without ``--memguard-trace``) keep their recorded values: an update
+    without tracing dropped them, and later traced runs had nothing to compare.
     """
     old = baseline or Baseline(environment=dict(environment))
     tests = {nodeid: dict(figures) for nodeid, figures in old.tests.items()}
     changed = False
     for nodeid, figures, moved in results:
         entry = tests.get(nodeid)
-        wanted = entry is None or moved or set(entry) != set(figures)
-        if wanted and entry != dict(figures):
-            tests[nodeid] = dict(figures)
+        wanted = entry is None or moved or not set(figures) <= set(entry)
+        updated = {**(entry or {}), **figures}
+        if wanted and entry != updated:
+            tests[nodeid] = updated
             changed = True
     env = dict(environment) if changed or baseline is None else dict(old.environment)
     return Baseline(tests=tests, environment=env, schema=SCHEMA_VERSION)

@@ -258,6 +258,15 @@ def test_update_adds_newly_measured_figures() -> None:
     assert new.tests["a"] == {"rss_peak": 100, "heap_peak": 7}
 
 
+def test_update_keeps_figures_the_run_did_not_measure() -> None:
+    """An update without --memguard-trace keeps the heap figures a traced run recorded."""
+    old = Baseline(tests={"a": {"rss_peak": 100, "heap_peak": 7}}, environment=ENV)
+    moved = update_baseline(old, [("a", {"rss_peak": 900}, True)], ENV)
+    assert moved.tests["a"] == {"rss_peak": 900, "heap_peak": 7}
+    still = update_baseline(old, [("a", {"rss_peak": 100}, False)], ENV)
+    assert still == old
+
+
 def test_merge_shards_keeps_the_larger_value_and_names_conflicts() -> None:
     one = Baseline(tests={"a": {"rss_peak": 1}, "b": {"rss_peak": 5}}, environment=ENV)
     two = Baseline(tests={"b": {"rss_peak": 7, "heap_peak": 3}, "c": {"rss_peak": 2}}, environment=ENV)
