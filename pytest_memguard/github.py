@@ -60,6 +60,7 @@ _MARKER_NAMESPACE = "pytest-memguard:comment"
 # Letters, digits, '.', '_', '-': nothing that could close the HTML comment or add a space.
 _MARKER_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _REPO_RE = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _FENCE_RE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _MAX_SERVER_MESSAGE = 300
 
@@ -197,19 +198,22 @@ def _open_fence(lines: list[str]) -> str | None:
 
 
 def validate_repo(repo: str) -> str:
-    """``OWNER/NAME`` or a ValueError that says so."""
-    if not _REPO_RE.fullmatch(repo):
+    """``OWNER/NAME`` or a ValueError that says so (``..`` is no name: it would walk the API's path)."""
+    if not _REPO_RE.fullmatch(repo) or any(part.strip(".") == "" for part in repo.split("/")):
         raise ValueError(f"invalid repository {repo!r}: expected OWNER/NAME, for example 'octo-org/octo-repo'")
     return repo
 
 
 def validate_api_url(url: str) -> str:
-    """An ``http(s)://host[/path]`` base URL without a trailing slash, or a ValueError."""
+    """An ``https://host[/path]`` base URL without a trailing slash, or a ValueError. Plain
+    ``http://`` only to this machine (a local stand-in for the API): the token goes with every
+    request, and over plain HTTP anyone on the way could read it."""
     parts = urllib.parse.urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+    local = parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS
+    if (parts.scheme != "https" and not local) or not parts.netloc or parts.query or parts.fragment:
         raise ValueError(
             f"invalid GitHub API URL {url!r}: expected https://HOST[/PATH], for example https://api.github.com "
-            "or https://github.example.com/api/v3"
+            "or https://github.example.com/api/v3 (http:// only to localhost: the token would travel in clear)"
         )
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 

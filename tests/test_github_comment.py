@@ -581,6 +581,10 @@ def test_missing_token_is_a_usage_error(fake: FakeGitHub, report: Path, capsys: 
         ({}, ["--repo", REPO], "no pull request number: pass --pr N"),
         ({}, ["--repo", REPO, "--pr", "0"], "invalid pull request number '0'"),
         ({}, ["--repo", REPO, "--pr", "7", "--api-url", "ftp://example.com"], "invalid GitHub API URL"),
+        # the token would travel in clear; http:// only to this machine (the tests' stand-in API)
+        ({}, ["--repo", REPO, "--pr", "7", "--api-url", "http://github.example.com/api/v3"], "invalid GitHub API URL"),
+        ({}, ["--repo", "../x", "--pr", "7"], "invalid repository '../x'"),
+        ({}, ["--repo", "a/..", "--pr", "7"], "invalid repository 'a/..'"),
         ({"GITHUB_EVENT_PATH": "/nonexistent/event.json"}, ["--repo", REPO], "cannot read the event payload"),
     ],
 )
