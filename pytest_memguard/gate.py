@@ -117,7 +117,8 @@ class BaselineGate:
 
     def _environment_note(self) -> str:
         assert self.baseline is not None
-        recorded = self.baseline.environment
+        # keys only a hand-edited file has are left out: shown side by side, they read as equal
+        recorded = {key: value for key, value in self.baseline.environment.items() if key in self.environment}
         if not recorded or recorded == self.environment:
             return ""
 

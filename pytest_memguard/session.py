@@ -692,7 +692,7 @@ class MemguardSession:
         return f"memguard: {self.tracker.describe()}"
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        if self.is_worker or (not self.records and not self.settings.measure_all):
+        if self.is_worker or (not self.records and not self.settings.measure_all) or self.config.option.collectonly:
             return
         verbosity = self.config.get_verbosity()
         for error in self.write_errors:

@@ -86,6 +86,19 @@ class Settings:
             stack_depth=_count(config, "memguard_stack_depth", minimum=1, maximum=65535),  # tracemalloc's limit
             baseline_given=_given(config, "memguard_baseline"),
         )
+        reports = {
+            "--memguard-json": settings.json_path,
+            "--memguard-markdown": settings.markdown_path,
+            "--memguard-junit": settings.junit_path,
+            "--memguard-benchmark-json": settings.benchmark_json_path,
+        }
+        for option, path in reports.items():
+            if (
+                path is not None
+                and settings.baseline_path is not None
+                and path.resolve() == settings.baseline_path.resolve()
+            ):
+                raise pytest.UsageError(f"memguard: {option} {path} is the baseline; the report would overwrite it")
         if config.getoption("memguard_update_baseline") and not settings.measure_all:
             # without it nothing is measured, so nothing would be recorded, and nothing said
             raise pytest.UsageError(

@@ -317,6 +317,18 @@ def test_environment_change_is_a_note(suite: pytest.Pytester) -> None:
     result = run(suite)
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["note: the baseline was recorded on * python=2.*, this run is * python=3.*"])
+    # a key only a hand-edited file has is no difference (shown side by side it read as none)
+    path.write_text(
+        path.read_text().replace("python: '2.", "python: '3.").replace("environment:", "environment:\n  ci: github")
+    )
+    result = run(suite)
+    assert "the baseline was recorded on" not in result.stdout.str()
+
+
+def test_a_report_cannot_overwrite_the_baseline(suite: pytest.Pytester) -> None:
+    result = run(suite, "--memguard-json=memguard-baseline.yaml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: memguard: --memguard-json * is the baseline; the report would overwrite it"])
 
 
 @pytest.mark.parametrize(

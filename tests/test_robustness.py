@@ -153,8 +153,9 @@ def test_quiet_quiet_still_says_why_the_gate_failed(pytester: pytest.Pytester) -
 
 def test_collect_only_writes_no_baseline(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_a(): pass")
-    run(pytester, "--memguard", "--memguard-update-baseline", "--collect-only")
+    result = run(pytester, "--memguard", "--memguard-update-baseline", "--collect-only")
     assert not (pytester.path / "memguard-baseline.yaml").exists()
+    assert "tests measured" not in result.stdout.str()  # nothing ran: no empty summary either
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
