@@ -86,25 +86,25 @@ class Settings:
             stack_depth=_count(config, "memguard_stack_depth", minimum=1, maximum=65535),  # tracemalloc's limit
             baseline_given=_given(config, "memguard_baseline"),
         )
-        reports = {
-            "--memguard-json": settings.json_path,
-            "--memguard-markdown": settings.markdown_path,
-            "--memguard-junit": settings.junit_path,
-            "--memguard-benchmark-json": settings.benchmark_json_path,
-        }
-        for option, path in reports.items():
-            if (
-                path is not None
-                and settings.baseline_path is not None
-                and path.resolve() == settings.baseline_path.resolve()
-            ):
-                raise pytest.UsageError(f"memguard: {option} {path} is the baseline; the report would overwrite it")
-        if config.getoption("memguard_update_baseline") and not settings.measure_all:
-            # without it nothing is measured, so nothing would be recorded, and nothing said
-            raise pytest.UsageError(
-                "memguard: --memguard-update-baseline records what --memguard measures: add --memguard"
-            )
+        _refuse_conflicts(settings, config)
         return settings
+
+
+def _refuse_conflicts(settings: Settings, config: pytest.Config) -> None:
+    """Options that are each valid but together would lose data or do nothing, unsaid."""
+    reports = {
+        "--memguard-json": settings.json_path,
+        "--memguard-markdown": settings.markdown_path,
+        "--memguard-junit": settings.junit_path,
+        "--memguard-benchmark-json": settings.benchmark_json_path,
+    }
+    baseline = settings.baseline_path.resolve() if settings.baseline_path is not None else None
+    for option, path in reports.items():
+        if path is not None and path.resolve() == baseline:
+            raise pytest.UsageError(f"memguard: {option} {path} is the baseline; the report would overwrite it")
+    if config.getoption("memguard_update_baseline") and not settings.measure_all:
+        # without it nothing is measured, so nothing would be recorded, and nothing said
+        raise pytest.UsageError("memguard: --memguard-update-baseline records what --memguard measures: add --memguard")
 
 
 def _given(config: pytest.Config, name: str) -> str:
