@@ -3,7 +3,9 @@
 A cache with a size limit that gains an entry or two per run keeps growing for as many runs
 as it has room: typing's caches (``functools.lru_cache``, 128 entries per function: a class
 made per run and put in ``typing.List[...]`` adds one), ``re``'s compiled patterns (512),
-hypothesis' strategy cache (1,024), and CPython's type attribute cache (4,096 slots), which
+hypothesis' strategy cache (1,024) and its pool of choice constraints (4,096: a property test
+of python-dateutil's was confirmed as leaking while it filled, as hypothesis met new
+examples), and CPython's type attribute cache (4,096 slots), which
 keeps the name of each lookup it caches alive: a name built at run time (hypothesis'
 ``getattr(data, f"draw_{kind}")``, ``"cached_" + name``) is a new string at every call and can
 take a slot of its own, so its tests kept ~20 more strings a run for some 80 runs, up to
@@ -35,6 +37,14 @@ def _clearers() -> list[Callable[[], object]]:
     re = sys.modules.get("re")
     if re is not None:
         clearers.append(re.purge)
+    # hypothesis' pool of choice constraints (an LRU of 4,096, one per thread, under .cache):
+    # POOLED_CONSTRAINTS_CACHE in recent releases, POOLED_KWARGS_CACHE in older ones
+    conjecture_data = sys.modules.get("hypothesis.internal.conjecture.data")
+    for name in ("POOLED_CONSTRAINTS_CACHE", "POOLED_KWARGS_CACHE"):
+        clear_pool = getattr(getattr(getattr(conjecture_data, name, None), "cache", None), "clear", None)
+        if callable(clear_pool):
+            clearers.append(clear_pool)
+            break
     strategy_cache = sys.modules.get("hypothesis.strategies._internal.utils")
     # clear_strategy_cache in recent releases (6.170), clear_cache in older ones (6.130)
     for name in ("clear_strategy_cache", "clear_cache"):
