@@ -199,7 +199,10 @@ def _load_canonical(text: str) -> Optional[dict[str, Any]]:
 def _plain_key(text: str) -> Optional[str]:
     """The string a mapping key stands for, if it is one the fast path can read exactly."""
     if text[0] in "'\"":
-        value = yaml.load(text, Loader=_StrictLoader)
+        try:
+            value = yaml.load(text, Loader=_StrictLoader)
+        except yaml.YAMLError:  # an id that only starts with a quote: written quoted
+            return None
         return value if isinstance(value, str) else None
     if text[0] in "!&*[]{}|>%@`#,?-:" or ": " in text or " #" in text or text != text.strip():
         return None
@@ -275,10 +278,12 @@ def dump_baseline(baseline: Baseline) -> str:
 
 
 # Characters a key may hold as they are: printable to YAML (its reader refuses DEL, C1 controls,
-# U+FFFE/U+FFFF and lone surrogates) and not a line break to YAML or str.splitlines (NEL,
-# U+2028, U+2029), which would split or fold the key. Written raw, such a key made a file we
-# could not read back; anything else is escaped (\uXXXX, valid in a double-quoted YAML string).
-_UNSAFE_IN_KEY = re.compile("[^\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]")
+# U+FFFE/U+FFFF) and not a line break to YAML or str.splitlines (NEL, U+2028, U+2029), which
+# would split or fold the key. Written raw, such a key made a file we could not read back; they
+# are escaped (\uXXXX, valid in a double-quoted YAML string). Lone surrogates (an undecodable
+# file name) have no YAML form, escaped or not: left as they are, writing the file fails and
+# says so, rather than writing one no later run can read.
+_UNSAFE_IN_KEY = re.compile("[^\x20-\x7e\xa0-\u2027\u202a-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]")
 
 
 def _written_key(nodeid: str) -> str:

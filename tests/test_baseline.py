@@ -148,6 +148,25 @@ def test_any_test_id_reads_back_as_itself(params: str) -> None:
     assert list(yaml.load(text, Loader=_StrictLoader)["tests"]) == [nodeid]
 
 
+def test_an_id_yaml_cannot_hold_fails_the_write_and_writes_nothing(tmp_path: Path) -> None:
+    """A lone surrogate (an undecodable file name) has no YAML form, escaped or not: escaped,
+    the file was written and no later run could read it."""
+    baseline = Baseline(tests={"tests_caf\udce9/test_a.py::test_x": {"rss_peak": 1}}, environment=ENV)
+    path = tmp_path / "baseline.yaml"
+    with pytest.raises(UnicodeError):
+        write_atomic(path, dump_baseline(baseline))
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("nodeid", ["'q/test_a.py::test_x", '"q/test_a.py::test_x', "'", "x'y"])
+def test_ids_starting_with_a_quote_read_back(nodeid: str, tmp_path: Path) -> None:
+    path = tmp_path / "baseline.yaml"
+    write_atomic(path, dump_baseline(Baseline(tests={nodeid: {"rss_peak": 1}}, environment=ENV)))
+    loaded = load_baseline(path)
+    assert loaded is not None
+    assert list(loaded.tests) == [nodeid]
+
+
 def test_missing_file_is_no_baseline(tmp_path: Path) -> None:
     assert load_baseline(tmp_path / "nope.yaml") is None
 
