@@ -187,7 +187,7 @@ class MemguardSession:
         self._handed: Optional[tuple[pytest.TestReport, MemoryRecord]] = None
         self._first_test_at: Optional[float] = None
         self._ran_last = False  # the session's last test ran (-x on it is no early stop)
-        self._torn_down = 0  # tests whose teardown was logged (controller): all ran, under xdist too
+        self._torn_down: set[str] = set()  # tests whose teardown was logged (controller): all ran, xdist too
         self._subtest_failed = False  # a subtest of the running test failed (logged while it ran)
         # tests that did not pass on their own: a baseline update leaves them out (controller)
         self._partial: set[str] = set()
@@ -581,7 +581,7 @@ class MemguardSession:
         except BaseException:
             if not self.is_worker:
                 if _xdist_stopped_on_failures(self.config):  # its --maxfail/-x: as pytest's own
-                    self._finish_run(session, interrupted=False, stopped=self._torn_down < session.testscollected)
+                    self._finish_run(session, interrupted=False, stopped=len(self._torn_down) < session.testscollected)
                 else:
                     self._finish_run(session, interrupted=True)
             raise
@@ -661,7 +661,7 @@ class MemguardSession:
             return
         if report.when != "teardown" or self.is_worker:
             return
-        self._torn_down += 1
+        self._torn_down.add(report.nodeid)
         handed, self._handed = self._handed, None
         if handed is not None and handed[0] is report:
             record: Optional[MemoryRecord] = handed[1]

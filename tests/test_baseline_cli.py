@@ -128,6 +128,7 @@ def test_compare_leaves_out_tests_that_did_not_pass_on_their_own(pytester: pytes
     out = capsys.readouterr().out
     assert "memguard gate: passed" in out
     assert "2 test(s) that did not pass on their own not compared (a run cut short): " in out
+    assert "did not run here" not in out  # they ran: listed once, above
 
 
 def test_results_file_from_a_real_run_round_trips(pytester: pytest.Pytester) -> None:
