@@ -186,8 +186,9 @@ class MemguardSession:
         # from the report's properties (~15 µs a test) where that gives the same record back
         self._handed: Optional[tuple[pytest.TestReport, MemoryRecord]] = None
         self._first_test_at: Optional[float] = None
-        self._ran_last = False  # the session's last test ran (-x on it is no early stop)
-        self._torn_down: set[str] = set()  # tests whose teardown was logged (controller): all ran, xdist too
+        # tests whose teardown was logged (controller): a -x/--maxfail stop after the last one,
+        # serial or xdist, is a whole run
+        self._torn_down: set[str] = set()
         self._subtest_failed = False  # a subtest of the running test failed (logged while it ran)
         # tests that did not pass on their own: a baseline update leaves them out (controller)
         self._partial: set[str] = set()
@@ -282,7 +283,6 @@ class MemguardSession:
             pytest.fail(plan.error, pytrace=False)
 
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: Optional[pytest.Item]) -> Optional[bool]:
-        self._ran_last = nextitem is None
         plan = item.stash.get(_PLAN, None)
         if plan is None or plan.error is not None:
             return None  # pytest's own protocol; a bad marker fails in setup
@@ -576,12 +576,12 @@ class MemguardSession:
             result = yield
         except pytest.Session.Failed:  # -x, --maxfail: the tests that ran were measured whole
             if not self.is_worker:
-                self._finish_run(session, interrupted=False, stopped=not self._ran_last)
+                self._finish_run(session, interrupted=False, stopped=self._stopped_before_last(session))
             raise
         except BaseException:
             if not self.is_worker:
                 if _xdist_stopped_on_failures(self.config):  # its --maxfail/-x: as pytest's own
-                    self._finish_run(session, interrupted=False, stopped=len(self._torn_down) < session.testscollected)
+                    self._finish_run(session, interrupted=False, stopped=self._stopped_before_last(session))
                 else:
                     self._finish_run(session, interrupted=True)
             raise
@@ -591,6 +591,10 @@ class MemguardSession:
         if not self.is_worker:
             self._finish_run(session, interrupted=False)
         return result
+
+    def _stopped_before_last(self, session: pytest.Session) -> bool:
+        """Whether a run stopped on failures left tests it collected without a teardown."""
+        return len(self._torn_down) < session.testscollected
 
     def _finish_run(self, session: pytest.Session, *, interrupted: bool, stopped: bool = False) -> None:
         """On the controller, after the last test: the gate, the baseline update, the JSON file.
