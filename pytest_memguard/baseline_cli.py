@@ -72,8 +72,7 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         records.append(
             MemoryRecord(nodeid, measurement, verdict_for(findings, entry is not None), message, tuple(findings))
         )
-    result = gate.finish(records, update=False)
-    result.not_run = [nodeid for nodeid in result.not_run if nodeid not in partial]  # they ran: listed below
+    result = gate.finish(records, update=False, partial=partial)
     print(render_gate(result, baseline=args.baseline, gate=args.gate, update=False, brief=False, remeasured=False))
     if partial:
         shown = ", ".join(partial[:5]) + (", …" if len(partial) > 5 else "")

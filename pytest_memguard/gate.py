@@ -96,8 +96,8 @@ class BaselineGate:
         ``partial``: tests that did not pass on their own (failed, errored, skipped or xfailed,
         before memguard's verdict), which an update leaves out: a run cut short is not what the
         test uses, and recorded, it would make the mended test read as a regression. Their
-        entries, if any, stay. (A test memguard failed, over a limit or leaking, passed on its
-        own: recorded.)"""
+        entries, if any, stay, and they are not listed as not run. (A test memguard failed, over
+        a limit or leaking, passed on its own: recorded.)"""
         result = GateResult()
         for record in sorted(records, key=lambda r: r.nodeid):
             if any(f.kind == "regression" for f in record.findings):
@@ -107,7 +107,7 @@ class BaselineGate:
             if self.entry(record.nodeid) is None:
                 result.new.append(record.nodeid)
         if self.baseline is not None:
-            ran = {record.nodeid for record in records}
+            ran = {record.nodeid for record in records}.union(partial)  # those ran too, cut short
             result.not_run = sorted(set(self.baseline.tests) - ran)
             result.environment_note = self._environment_note()
         if update:
