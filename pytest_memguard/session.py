@@ -24,6 +24,7 @@ from . import __version__
 from .allocation_result import AllocationAnalysis
 from .baseline import BaselineError, Finding, write_atomic
 from .gate import BaselineGate, GateResult, lowest, verdict_for
+from .interpreter_caches import PatternMark, forget_patterns, mark_patterns, patterns_since
 from .leak_check import confirm_leak, measured_rerun, unchecked
 from .leak_detector import SCREENING, LeakReport, LeftBehind
 from .limits import HEAP_KEYS, RETAINED_KEYS, Breach, Limit, LimitError, check_limits, merge_limits, parse_limits
@@ -178,6 +179,7 @@ class MemguardSession:
         self._reported_while_running = False
         self._watch_call = False  # read the C heap around the running test's call phase
         self._malloc_in_call: Optional[int] = None
+        self._patterns: Optional[PatternMark] = None  # re's cache when the running test started
         self._carried: Optional[_Carried] = None
         self._runs = 0  # test runs started (setups), hidden re-runs included
         self._collections = _Collections()  # counting while the tests run
@@ -295,6 +297,7 @@ class MemguardSession:
         if screen and not self._screened:
             self._before_first_screened()
         self._watch_call, self._malloc_in_call = screen, None
+        self._patterns = mark_patterns() if screen else None
         carried, self._carried = self._carried, None
         blocks = carried.blocks_for(nodeid, self._runs, self._collections.count) if carried else None
         start = self.tracker.start(screen=screen, blocks=blocks)
@@ -309,6 +312,7 @@ class MemguardSession:
         counting = screen and self._collections in gc.callbacks
         carry = _Carried(nextitem.nodeid, collections, runs, now[0]) if counting and nextitem is not None else None
         self._running, self._watch_call = None, False
+        self._carried = carry  # judging drops it where it frees memory without running a test
         try:
             if any(report.when == "call" for report in reports):
                 self._judge(item, nodeid, nextitem, plan, start, measurement, growth, reports)
@@ -316,7 +320,6 @@ class MemguardSession:
             for report in reports:
                 ihook.pytest_runtest_logreport(report=report)
         ihook.pytest_runtest_logfinish(nodeid=nodeid, location=item.location)
-        self._carried = carry
         return True
 
     @pytest.hookimpl(wrapper=True, trylast=True)
@@ -356,6 +359,9 @@ class MemguardSession:
         passed = own and not self._reported_while_running
         whole = own and not self._subtest_failed
         left = self._left_behind(measurement, growth) if passed and self._screens(plan) else None
+        if left is not None and SCREENING.suspect(left):
+            growth = self._less_new_patterns(growth)
+            left = self._left_behind(measurement, growth)
         if not plan.limits and self.gate is None and (left is None or not SCREENING.suspect(left)):
             # Most tests: no limit, no baseline, not a suspect, so nothing to judge but "ok".
             # Going straight there spares ~10-15 µs a test of the general path below.
@@ -466,6 +472,29 @@ class MemguardSession:
             teardown.user_properties.append((PARTIAL_RUN, True))
             if not self.is_worker:
                 self._partial.add(record.nodeid)
+
+    def _less_new_patterns(self, growth: Growth) -> Growth:
+        """``growth`` less what the regular expressions the test compiled first in the session
+        hold, kept by ``re``'s cache (a bounded cache: see :mod:`.interpreter_caches`). They are
+        taken out of it and the heaps read again, where a re-run would have cost the test's time. Taken
+        off the call phase's C heap too: a test's patterns are compiled there but for a fixture's."""
+        added = patterns_since(self._patterns)
+        if not added:
+            return growth
+        blocks, malloc = sys.getallocatedblocks(), self.tracker.malloc_in_use()
+        forget_patterns(added)
+        del added  # its keys hold the patterns' source strings
+        self._carried = None  # it carries a block count read before these were freed
+        freed_blocks = blocks - sys.getallocatedblocks()
+        now = self.tracker.malloc_in_use()
+        if malloc is None or now is None:
+            return growth._replace(blocks=growth.blocks - freed_blocks)
+        freed = malloc - now
+        return Growth(
+            growth.blocks - freed_blocks,
+            None if growth.malloc is None else growth.malloc - freed,
+            None if growth.malloc_in_call is None else growth.malloc_in_call - freed,
+        )
 
     @staticmethod
     def _left_behind(measurement: Measurement, growth: Growth) -> LeftBehind:

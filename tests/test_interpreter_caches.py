@@ -77,3 +77,38 @@ def test_a_failing_clearer_neither_raises_nor_stops_the_others(monkeypatch: pyte
     monkeypatch.setattr(typing, "_cleanups", [broken, lambda: calls.append("after"), *cleanups])
     clear_bounded_caches()
     assert calls == ["after"]
+
+
+def test_patterns_compiled_since_a_mark_are_told_and_taken_back() -> None:
+    import re
+
+    from pytest_memguard.interpreter_caches import forget_patterns, mark_patterns, patterns_since
+
+    re.compile("memguard-before-the-mark")  # in the cache before the mark
+    mark = mark_patterns()
+    assert mark is not None
+    assert patterns_since(mark) == []
+    re.search("memguard-before-the-mark", "x")  # a hit is not new
+    first = re.compile("memguard-first-new-[0-9]+")
+    second = re.compile("memguard-second-new-[a-z]+")
+    added = patterns_since(mark)
+    assert [key[1] for key in added] == ["memguard-second-new-[a-z]+", "memguard-first-new-[0-9]+"]  # type: ignore[index]
+    gone = weakref.ref(first)
+    del first
+    forget_patterns(added)
+    assert gone() is None  # the cache held it; nothing else does
+    assert re.compile("memguard-second-new-[a-z]+") is not second  # compiled afresh: it was taken out
+    assert re.compile("memguard-before-the-mark") in re._cache.values()  # type: ignore[attr-defined]
+
+
+def test_patterns_since_a_mark_gives_nothing_when_the_cache_was_purged() -> None:
+    import re
+
+    from pytest_memguard.interpreter_caches import mark_patterns, patterns_since
+
+    re.compile("memguard-marked-then-purged")
+    mark = mark_patterns()
+    re.purge()
+    re.compile("memguard-after-the-purge")
+    assert patterns_since(mark) == []  # the marked entry is gone: what is new cannot be told
+    assert patterns_since(None) == []

@@ -534,3 +534,34 @@ def test_a_slow_leaking_test_is_analysed_only_when_asked(pytester: pytest.Pytest
     if slow == "skip":  # in the summary's Leaks section too, not only in the record
         result.stdout.fnmatch_lines(["Leaks (confirmed by re-running the test):", shown])
     assert ("analysis" in entry) == (slow == "check")
+
+
+@needs_c_heap
+def test_a_pattern_compiled_first_is_no_suspect_and_one_kept_per_run_still_leaks(pytester: pytest.Pytester) -> None:
+    # pytest.raises(match=...) compiles its pattern once into re's cache (1-2.5 KiB of C heap, over
+    # the 1 KiB bar): taken back out of the cache before judging, it makes no suspect, and no
+    # re-run. A test that keeps a new compiled pattern per run still leaks: its list holds them.
+    pytester.makepyfile(
+        test_patterns="""
+        import itertools, re
+        import pytest
+
+        KEPT, COUNTER = [], itertools.count()
+
+        def fail():
+            raise ValueError("expected exactly one item in the iterable, but got 0, 1 and perhaps more")
+
+        def test_raises_with_a_new_pattern():
+            with pytest.raises(ValueError, match=r"expected exactly one item in the iterable, but got \\d+, \\d+"):
+                fail()
+
+        def test_keeps_a_new_pattern_per_run():
+            # ~12 KiB of compiled code per pattern, over every bar, kept by the list
+            KEPT.append(re.compile("memguard-kept-%d-" % next(COUNTER) + "(?:ab|cd)[e-z]{2,9}" * 150))
+        """
+    )
+    result, tests = verdicts(pytester, "-p", "no:randomly", "--memguard-leaks=warn")
+    result.assert_outcomes(passed=2)
+    assert tests["test_raises_with_a_new_pattern"]["verdict"] == "ok"
+    assert "leak" not in tests["test_raises_with_a_new_pattern"]  # not even a suspect
+    assert tests["test_keeps_a_new_pattern_per_run"]["verdict"] == "leak"
