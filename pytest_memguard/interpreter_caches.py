@@ -99,13 +99,16 @@ def patterns_since(mark: Optional[PatternMark]) -> list[object]:
     if mark is None or not isinstance(cache, dict) or getattr(re, "_cache2", cache) is not mark.in_order:
         return []
     added = []
-    for key in reversed(mark.in_order):
-        if key is mark.newest:  # the very key object: one dropped and compiled again is new
-            break
-        added.append(key)
-    else:
-        if mark.newest is not None:  # the marked entry is gone: cycled out or purged
-            return []
+    try:
+        for key in reversed(mark.in_order):
+            if key is mark.newest:  # the very key object: one dropped and compiled again is new
+                break
+            added.append(key)
+        else:
+            if mark.newest is not None:  # the marked entry is gone: cycled out or purged
+                return []
+    except RuntimeError:  # another thread compiled one meanwhile ("changed size during iteration")
+        return []
     if mark.in_order is not cache and len(cache) - mark.compiled != len(added):
         return []
     return added

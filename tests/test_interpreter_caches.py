@@ -112,3 +112,20 @@ def test_patterns_since_a_mark_gives_nothing_when_the_cache_was_purged() -> None
     re.compile("memguard-after-the-purge")
     assert patterns_since(mark) == []  # the marked entry is gone: what is new cannot be told
     assert patterns_since(None) == []
+
+
+def test_patterns_since_a_mark_gives_nothing_when_the_cache_changes_while_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    from pytest_memguard.interpreter_caches import mark_patterns, patterns_since
+
+    mark = mark_patterns()
+    assert mark is not None
+
+    class Changing(dict):  # type: ignore[type-arg]
+        def __reversed__(self):  # type: ignore[no-untyped-def]
+            raise RuntimeError("dictionary changed size during iteration")
+
+    changing = Changing(mark.in_order)
+    monkeypatch.setattr(re, "_cache2" if hasattr(re, "_cache2") else "_cache", changing)  # the in-order half
+    assert patterns_since(mark._replace(in_order=changing)) == []  # and no error
