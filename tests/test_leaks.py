@@ -606,3 +606,42 @@ def test_a_pattern_compiled_first_is_no_suspect_and_one_kept_per_run_still_leaks
     assert tests["test_raises_with_a_new_pattern"]["verdict"] == "ok"
     assert "leak" not in tests["test_raises_with_a_new_pattern"]  # not even a suspect
     assert tests["test_keeps_a_new_pattern_per_run"]["verdict"] == "leak"
+
+
+def test_leaks_at_a_site_analysed_already_are_not_analysed_again(pytester: pytest.Pytester) -> None:
+    # A suite whose tests all leak through one holder (click's stream cache: 217 tests) paid an
+    # allocation analysis (one more traced run) for each, to name the same site again.
+    pytester.makepyfile(
+        test_shared="""
+        import pytest
+
+        HELD = []
+
+        def keep():
+            HELD.append(bytearray(64 * 1024))
+
+        @pytest.mark.parametrize("n", range(3))
+        def test_through_one_holder(n):
+            keep()
+
+        def test_elsewhere():
+            HELD.append(bytes(96 * 1024))
+        """
+    )
+    result, tests = verdicts(pytester, "-p", "no:randomly", "--memguard-leaks=warn")
+    result.assert_outcomes(passed=4)
+    first, *later = (tests[f"test_through_one_holder[{n}]"] for n in range(3))
+    assert all(entry["verdict"] == "leak" for entry in (first, *later, tests["test_elsewhere"]))
+    assert "analysis" in first
+    assert "analysis" in tests["test_elsewhere"]  # another site: analysed
+    for entry in later:
+        assert "analysis" not in entry
+        leak = entry["leak"]
+        assert isinstance(leak, dict)
+        assert (
+            "no allocation analysis: it leaks at the site analysed for test_shared.py::test_through_one_holder[0]"
+            in leak["note"]
+        )
+    result.stdout.fnmatch_lines(
+        ["*test_through_one_holder[[]1[]]: leaks *; no allocation analysis: it leaks at the site*"]
+    )
