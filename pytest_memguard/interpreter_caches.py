@@ -18,8 +18,9 @@ filled again. Unbounded caches are left alone: one of those growing is a leak.
 ``re``'s cache also makes suspects of tests run once: a test that matches a pattern new to the
 session (``pytest.raises(match=...)``, ``assertRaisesRegex``) keeps its compiled form, 1-2.5 KiB
 of C heap, where the screening bar is 1 KiB (3 of more-itertools' 15 suspects). Its entries are
-kept in the order they were compiled, so those a test added can be told (:func:`mark_patterns`)
-(:func:`patterns_since`) and taken back (:func:`forget_patterns`) before the test is judged, without re-running it.
+kept in the order they were compiled, so those a test added since a mark (:func:`mark_patterns`)
+can be told (:func:`patterns_since`) and taken back (:func:`forget_patterns`) before the test is
+judged, without re-running it.
 """
 
 from __future__ import annotations

@@ -394,17 +394,19 @@ class MemguardSession:
             if whole:  # a run cut short (failed, skipped, xfailed) says nothing against the baseline
                 measurement, findings = self._compare(item, nodeid, nextitem, plan, measurement, rerun=passed)
             verdict = self._verdict(nodeid, breaches, findings, leak)
+            analysed_for = self._analysed_for(leak) if verdict == Verdict.LEAK and leak is not None else None
             if verdict == Verdict.LEAK and leak is not None and spare_slow:
                 # The analysis is one more traced run (4-5 times the test's time): for a slow
                 # test (attrs' hypothesis tests: 1-4 s, ~7.5 s an analysis) its leak report says
                 # enough. On the report, so the summary's Leaks section shows it too.
                 skipped = f"no allocation analysis of this slow test ({duration:.2f} s); --memguard-leak-slow=check"
                 leak = replace(leak, note="; ".join(filter(None, [leak.note, f"{skipped} analyses it"])))
-            elif verdict == Verdict.LEAK and leak is not None and self._analysed_site(leak) is not None:
+            elif leak is not None and analysed_for is not None:
                 # A suite whose tests leak through one holder (click's stream cache: 217 tests) paid
                 # an analysis each (one more traced run, ~0.1 s there) to name the same place again.
-                site, first = leak.sites[0].where, self._analysed_site(leak)
-                same = f"no allocation analysis: it leaks at the site analysed for {first} ({site})"
+                same = (
+                    f"no allocation analysis: it leaks at the site analysed for {analysed_for} ({leak.sites[0].where})"
+                )
                 leak = replace(leak, note="; ".join(filter(None, [leak.note, same])))
             elif passed and self.can_rerun and plan.may_rerun:  # flagged tests only: one more hidden run
                 analysis, note = analyse_flagged(
@@ -420,7 +422,7 @@ class MemguardSession:
             if self._runs != runs:  # hidden re-runs parked their frees in glibc's cache: fill it again
                 self.tracker.fill_cache()
 
-    def _analysed_site(self, leak: LeakReport) -> Optional[str]:
+    def _analysed_for(self, leak: LeakReport) -> Optional[str]:
         """The test analysed already in this process whose leak grew most at the same site as
         ``leak``'s (its confirmation runs' top site), if one was."""
         return self._analysed_at.get(leak.sites[0].where) if leak.sites else None
@@ -490,8 +492,9 @@ class MemguardSession:
     def _less_new_patterns(self, growth: Growth) -> Growth:
         """``growth`` less what the regular expressions the test compiled first in the session
         hold, kept by ``re``'s cache (a bounded cache: see :mod:`.interpreter_caches`). They are
-        taken out of it and the heaps read again, where a re-run would have cost the test's time. Taken
-        off the call phase's C heap too: a test's patterns are compiled there but for a fixture's."""
+        taken out of it and the heaps read again, where a re-run would have cost the test's
+        time. Taken off the call phase's C heap too: a test's patterns are compiled there but
+        for a fixture's."""
         added = patterns_since(self._patterns)
         if not added:
             return growth
