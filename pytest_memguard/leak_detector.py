@@ -28,6 +28,7 @@ __all__ = [
     "pressure_score",
     "quiet",
     "session_pressure",
+    "survives_full_collection",
 ]
 
 KIB = 1024
@@ -262,6 +263,24 @@ def quiet(samples: Sequence[RunSample], *, malloc_bar: Optional[float] = None) -
     for signal, bar in bars.items():
         steps = _steps(samples, signal)
         if steps and max(steps) >= bar:
+            return False
+    return True
+
+
+def survives_full_collection(warm: RunSample, frozen: RunSample, collected: RunSample) -> bool:
+    """Whether the growth from ``warm`` to ``frozen``, sampled with the older objects frozen out
+    of the cycle collector, is still there after a full collection (``collected``, the same
+    state): no signal gave back more than a quarter of it, or than a :data:`QUIET` step. Older
+    objects in cycles that the re-runs orphaned (a bounded buffer pushing its oldest out) are
+    only freed there; a leak keeps what it grew."""
+    for signal, step in QUIET.items():
+        before, grown, after = getattr(warm, signal), getattr(frozen, signal), getattr(collected, signal)
+        if (
+            before is not None
+            and grown is not None
+            and after is not None
+            and grown - after > max(step, (grown - before) / 4)
+        ):
             return False
     return True
 

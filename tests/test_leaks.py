@@ -645,3 +645,28 @@ def test_leaks_at_a_site_analysed_already_are_not_analysed_again(pytester: pytes
     result.stdout.fnmatch_lines(
         ["*test_through_one_holder[[]1[]]: leaks *; no allocation analysis: it leaks at the site*"]
     )
+
+
+def test_a_bounded_buffer_of_objects_in_cycles_is_no_leak(pytester: pytest.Pytester) -> None:
+    # Each run pushes the oldest entry out of a full buffer: garbage only the collector frees.
+    # The re-runs' samples collect with everything older frozen (cheap), where such an entry,
+    # orphaned, stays and reads as growth at every step; a leak found so is read again after a
+    # full collection, which takes that growth back, and the re-runs start over unfrozen.
+    pytester.makepyfile(
+        test_buffer="""
+        import collections
+
+        class Entry:
+            def __init__(self):
+                self.me = self  # a cycle: only the collector frees it
+                self.payload = bytearray(16 * 1024)
+
+        RECENT = collections.deque([Entry() for _ in range(60)], maxlen=60)
+
+        def test_pushes_the_oldest_out():
+            RECENT.append(Entry())
+        """
+    )
+    result, tests = verdicts(pytester, "-p", "no:randomly")
+    result.assert_outcomes(passed=1)
+    assert tests["test_pushes_the_oldest_out"]["verdict"] == "ok"
