@@ -72,11 +72,16 @@ def rerun_unlogged(item: pytest.Item, nextitem: Optional[pytest.Item]) -> list[p
     finally:
         del sections[kept_sections:]
         del item.user_properties[kept_properties:]
-        for finalizers, kept in wider:
-            _drop_finish_registrations(finalizers, kept)
+        for finalizers, kept, set_up in wider:
+            _drop_finish_registrations(finalizers, kept, set_up)
 
 
-def _wider_finalizer_lists(item: pytest.Item) -> list[tuple[list[object], int]]:
+# a finalizer list, its length before a re-run, and for a node's list the fixtures it held
+# registrations of then ({id(fixturedef): its cached result}): only theirs are taken off it
+_Finalizers = tuple[list[object], int, Optional[dict[int, object]]]
+
+
+def _wider_finalizer_lists(item: pytest.Item) -> list[_Finalizers]:
     """The finalizer lists that outlive a run of ``item``, with their lengths now: those of the
     live fixtures wider than a test that it uses, and those of the nodes above it.
 
@@ -87,9 +92,10 @@ def _wider_finalizer_lists(item: pytest.Item) -> list[tuple[list[object], int]]:
     request, 9 objects) more, and a clean suspect using them was confirmed as leaking.
     pytest 8.0 and 8.1 also add ``partial(finish, request=…)`` of each wider fixture a test
     requests to the finalizers of the fixture's scope node (the session's, a module's), at
-    every run: 9 of an 11-test suite's clean suspects were confirmed as leaking there.
+    every run, where only a fixture the re-run sets up anew must keep its own (pytest 8.2+
+    registers only those): the node's teardown finishes it.
     pytest's private names, read defensively: without them nothing is dropped."""
-    found: dict[int, tuple[list[object], int]] = {}
+    found: dict[int, _Finalizers] = {}
     name2fixturedefs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", None)
     for fixturedefs in name2fixturedefs.values() if isinstance(name2fixturedefs, dict) else ():
         for fixturedef in fixturedefs:
@@ -97,30 +103,39 @@ def _wider_finalizer_lists(item: pytest.Item) -> list[tuple[list[object], int]]:
             # an empty list: not set up now (a live one holds its own finalizers); it would be
             # set up and torn down again within the re-run, like in the first run
             if getattr(fixturedef, "scope", "function") != "function" and isinstance(finalizers, list) and finalizers:
-                found[id(finalizers)] = (finalizers, len(finalizers))
+                found[id(finalizers)] = (finalizers, len(finalizers), None)
     # SetupState.stack: {node: (its finalizers, the exception of its setup)}, the nodes set up now
     stack = getattr(getattr(item.session, "_setupstate", None), "stack", None)
     for node, entry in stack.items() if isinstance(stack, dict) else ():
         finalizers = entry[0] if isinstance(entry, tuple) and entry else None
         if node is not item and isinstance(finalizers, list):
-            found[id(finalizers)] = (finalizers, len(finalizers))
+            owners = (getattr(f.func, "__self__", None) for f in finalizers if _is_finish_registration(f, None))
+            held = {id(owner): getattr(owner, "cached_result", None) for owner in owners}
+            found[id(finalizers)] = (finalizers, len(finalizers), held)
     return list(found.values())
 
 
-def _drop_finish_registrations(finalizers: list[object], kept: int) -> None:
+def _drop_finish_registrations(finalizers: list[object], kept: int, set_up: Optional[dict[int, object]]) -> None:
     """Take off what a re-run added to ``finalizers`` (once ``kept`` long) of pytest's "finish me
-    when you finish" registrations; anything else stays."""
+    when you finish" registrations; anything else stays. ``set_up``: only those of fixtures
+    registered there before the re-run that still hold the same value (one set up anew must be
+    finished by that registration)."""
     if len(finalizers) <= kept:  # torn down meanwhile, or nothing added
         return
-    finalizers[kept:] = [added for added in finalizers[kept:] if not _is_finish_registration(added)]
+    finalizers[kept:] = [added for added in finalizers[kept:] if not _is_finish_registration(added, set_up)]
 
 
-def _is_finish_registration(finalizer: object) -> bool:
-    return (
+def _is_finish_registration(finalizer: object, set_up: Optional[dict[int, object]]) -> bool:
+    if not (
         isinstance(finalizer, functools.partial)
         and getattr(finalizer.func, "__name__", None) == "finish"
         and "request" in finalizer.keywords
-    )
+    ):
+        return False
+    if set_up is None:
+        return True
+    fixturedef = getattr(finalizer.func, "__self__", None)
+    return id(fixturedef) in set_up and getattr(fixturedef, "cached_result", None) is set_up[id(fixturedef)]
 
 
 def _restore_doctest_globals(item: pytest.Item) -> None:

@@ -670,3 +670,31 @@ def test_a_bounded_buffer_of_objects_in_cycles_is_no_leak(pytester: pytest.Pytes
     result, tests = verdicts(pytester, "-p", "no:randomly")
     result.assert_outcomes(passed=1)
     assert tests["test_pushes_the_oldest_out"]["verdict"] == "ok"
+
+
+def test_a_node_keeps_the_finish_registrations_of_fixtures_a_rerun_set_up_anew() -> None:
+    import functools
+
+    from pytest_memguard.leak_check import _drop_finish_registrations
+
+    class Fixture:  # stands for pytest's FixtureDef
+        def __init__(self) -> None:
+            self.cached_result: object = ("value", None, None)
+
+        def finish(self, request: object) -> None:
+            pass
+
+    cached, other, renewed = Fixture(), Fixture(), Fixture()
+    before = [functools.partial(cached.finish, request=1), functools.partial(renewed.finish, request=1)]
+    held = {id(cached): cached.cached_result, id(renewed): renewed.cached_result}
+    node = [*before, print]
+    renewed.cached_result = ("new value", None, None)  # the re-run set it up anew
+    added = [
+        functools.partial(cached.finish, request=2),  # pytest 8.0/8.1 at every request: dropped
+        functools.partial(renewed.finish, request=2),  # must finish it when the node goes
+        functools.partial(other.finish, request=2),  # not registered there before
+        len,  # anything else stays
+    ]
+    node += added
+    _drop_finish_registrations(node, len(before) + 1, held)
+    assert node == [*before, print, *added[1:]]
