@@ -378,7 +378,7 @@ def _traced_runs(
 
     After the warm-up sample's full collection everything alive is frozen (``gc.freeze``),
     as in the quick look, so the later samples' collections walk only what the re-runs made:
-    each full one took 10-25 ms in a small session, and a suite whose tests leak (click's)
+    each full one took 10-37 ms in a small session, and a suite whose tests leak (click's)
     paid four for every leak. Frozen, what a re-run orphans of the older objects stays (a
     bounded buffer of objects in cycles, say) and can look like growth, so a leak found
     frozen is read again after a full collection, unfrozen; where that takes the growth back,
