@@ -95,28 +95,28 @@ def _is_under(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
 
 
-_FILES_SEEN: dict[tuple[str, ...], dict[str, tuple[bool, str, str]]] = {}
-
-
-def _files_seen(context: tuple[str, ...]) -> dict[str, tuple[bool, str, str]]:
-    """filename -> (excluded, component, short path), kept across analyses for as long as
-    ``context`` (the exclusion patterns, the current directory, ``sys.path``) stays the same: a
-    suite full of leaks (click's: 217) has one analysed per leak, mostly through the same files."""
-    if context not in _FILES_SEEN:
-        _FILES_SEEN.clear()
-        _FILES_SEEN[context] = {}
-    return _FILES_SEEN[context]
-
-
 class _Locator:
     """``(component, short path)`` of source files (see :func:`component_of`), with the search
     path and the standard library's directories normalised once: per file, that was ~15 path
-    normalisations, ~40 ms of an allocation analysis of a 25-frame traceback set."""
+    normalisations, ~40 ms of an allocation analysis of a 25-frame traceback set. ``patterns``:
+    the exclusion filters :meth:`file_info` applies."""
 
-    def __init__(self, search_path: Sequence[str], stdlib_dirs: Sequence[str], cwd: str) -> None:
+    def __init__(
+        self, search_path: Sequence[str], stdlib_dirs: Sequence[str], cwd: str, patterns: Sequence[str] = ()
+    ) -> None:
         self.cwd, self.norm_cwd = cwd, _norm(cwd, cwd)
         self.search_path = [_norm(entry, cwd) for entry in search_path]
         self.stdlib = [_norm(directory, cwd) for directory in stdlib_dirs]
+        self.patterns = patterns
+        self._seen: dict[str, tuple[bool, str, str]] = {}
+
+    def file_info(self, filename: str) -> tuple[bool, str, str]:
+        """``(excluded, component, short path)``, worked out once per file."""
+        if filename not in self._seen:
+            name = os.path.normcase(filename[:-1] if filename.endswith(".pyc") else filename)
+            excluded = any(fnmatch.fnmatch(name, pattern) for pattern in self.patterns)
+            self._seen[filename] = (excluded, *self.locate(filename))
+        return self._seen[filename]
 
     def locate(self, filename: str) -> tuple[str, str]:
         if not filename or filename.startswith("<"):  # <frozen importlib._bootstrap>, <string>, <stdin>
@@ -135,6 +135,20 @@ class _Locator:
         if not in_site and any(_is_under(base, d) for d in self.stdlib):
             return STDLIB, short
         return short.split(os.sep)[0].split(".")[0] or UNKNOWN, short
+
+
+_LOCATORS: dict[tuple[str, ...], _Locator] = {}
+
+
+def _locator_for(patterns: Sequence[str], cwd: str) -> _Locator:
+    """The locator of the analyses made while the exclusion patterns, the current directory and
+    ``sys.path`` stay the same, with what it found out about each file: a suite full of leaks
+    (click's: 217) has one analysed per leak, mostly through the same files."""
+    context = (*patterns, cwd, *sys.path)
+    if context not in _LOCATORS:
+        _LOCATORS.clear()
+        _LOCATORS[context] = _Locator(sys.path, _stdlib_dirs(), cwd, patterns)
+    return _LOCATORS[context]
 
 
 @functools.lru_cache(maxsize=1)
@@ -260,17 +274,7 @@ def analyze_snapshots(
     else:
         changes = _changes_from_statistics(before, after)
         traced = sum(trace.size for trace in after.traces)
-    patterns = [f.filename_pattern for f in exclude_filters()]
-    cwd = os.getcwd()
-    locator = _Locator(sys.path, _stdlib_dirs(), cwd)
-    files = _files_seen((*patterns, cwd, *sys.path))
-
-    def file_info(filename: str) -> tuple[bool, str, str]:
-        if filename not in files:
-            name = os.path.normcase(filename[:-1] if filename.endswith(".pyc") else filename)
-            excluded = any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
-            files[filename] = (excluded, *locator.locate(filename))
-        return files[filename]
+    file_info = _locator_for([f.filename_pattern for f in exclude_filters()], os.getcwd()).file_info
 
     site_frames: dict[_Frames, Optional[_Frames]] = {}
 
