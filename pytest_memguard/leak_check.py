@@ -384,9 +384,10 @@ def _traced_runs(
     frozen is read again after a full collection, unfrozen; where that takes the growth back,
     the re-runs start over unfrozen."""
     already_tracing = not started
-    freeze = gc.get_freeze_count() == 0  # a process that froze objects itself: never unfreeze them
+    # frozen, then unfrozen if need be; a process that froze objects itself: never unfreeze them
+    attempts = (True, False) if gc.get_freeze_count() == 0 else (False,)
     try:
-        while True:
+        for freeze in attempts:
             sampling = _Sampling(item, nextitem, tracker)
             try:
                 for run in range(max_steps + 1):  # run 0 warms up: tracing starts, fixtures settle
@@ -409,7 +410,7 @@ def _traced_runs(
                 sampling.sample(samples[-1].peak)  # the same state, after a full collection
                 if not survives_full_collection(samples[0], samples[-2], samples[-1]):
                     # older objects the re-runs orphaned made that growth: again, unfrozen
-                    done, freeze = done + len(samples) - 1, False
+                    done += len(samples) - 1
                     continue
                 samples[-2:] = samples[-1:]
             break
