@@ -128,11 +128,22 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise BaselineError(f"duplicate entry {key!r} (line {key_node.start_mark.line + 1}); keep one of them")
+        if key == "environment" and isinstance(value_node, yaml.MappingNode):
+            _numbers_as_written(value_node)
         seen[key] = loader.construct_object(value_node, deep=deep)
     return seen
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_NUMBER_TAGS = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+
+
+def _numbers_as_written(environment: yaml.MappingNode) -> None:
+    """Read the environment's numbers as the text written: a hand-edited, unquoted ``python:
+    3.10`` is the float 3.1 to YAML, and would then be reported as a different Python."""
+    for _, value_node in environment.value:
+        if isinstance(value_node, yaml.ScalarNode) and value_node.tag in _NUMBER_TAGS:
+            value_node.tag = _STR_TAG
 
 
 def load_baseline(path: PathLike) -> Optional[Baseline]:

@@ -177,6 +177,17 @@ def test_empty_tests_mapping(tmp_path: Path) -> None:
     assert load_baseline(path) == Baseline(environment=ENV)
 
 
+@pytest.mark.parametrize("tests", ["tests:\n  t::a:\n    rss_peak: 1\n", "tests: {t::a: {rss_peak: 1}}\n"])
+def test_hand_edited_environment_numbers_read_as_written(tmp_path: Path, tests: str) -> None:
+    # unquoted, YAML reads 3.10 as the float 3.1: the gate would then report a different Python
+    path = tmp_path / "b.yaml"
+    path.write_text(f"schema: 1\nenvironment:\n  python: 3.10\n  build: 0100\n  name: CPython\n{tests}")
+    baseline = load_baseline(path)
+    assert baseline is not None
+    assert baseline.environment == {"python": "3.10", "build": "0100", "name": "CPython"}
+    assert baseline.tests == {"t::a": {"rss_peak": 1}}
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
