@@ -119,15 +119,24 @@ _SafeDumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumpe
 
 
 class _StrictLoader(_SafeLoader):  # type: ignore[valid-type,misc]
-    """Safe loading that refuses duplicate keys (PyYAML silently keeps the last one)."""
+    """Safe loading that refuses duplicate keys (PyYAML silently keeps the last one) and keeps
+    YAML's merge keys (``<<: *anchor``), which a constructor of mappings must flatten itself."""
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
+    own: set[Any] = set()  # keys written in this mapping itself; merged ones (<<: *anchor) may be overridden
+    merged = 0
+    if any(key_node.tag == _MERGE_TAG for key_node, _ in node.value):
+        written = sum(key_node.tag != _MERGE_TAG for key_node, _ in node.value)
+        loader.flatten_mapping(node)  # the merged pairs first, then the mapping's own
+        merged = len(node.value) - written
+    for index, (key_node, value_node) in enumerate(node.value):
         key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise BaselineError(f"duplicate entry {key!r} (line {key_node.start_mark.line + 1}); keep one of them")
+        if index >= merged:
+            if key in own:
+                raise BaselineError(f"duplicate entry {key!r} (line {key_node.start_mark.line + 1}); keep one of them")
+            own.add(key)
         if key == "environment" and isinstance(value_node, yaml.MappingNode):
             _numbers_as_written(value_node)
         seen[key] = loader.construct_object(value_node, deep=deep)
@@ -136,6 +145,7 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 _NUMBER_TAGS = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 def _numbers_as_written(environment: yaml.MappingNode) -> None:

@@ -177,6 +177,18 @@ def test_empty_tests_mapping(tmp_path: Path) -> None:
     assert load_baseline(path) == Baseline(environment=ENV)
 
 
+def test_merge_keys_read_and_may_be_overridden_but_not_written_twice(tmp_path: Path) -> None:
+    path = tmp_path / "b.yaml"
+    entries = "  t::a: &d\n    rss_peak: 1\n    rss_retained: 5\n  t::b:\n    <<: *d\n    rss_peak: 3\n"
+    path.write_text(f"schema: 1\ntests:\n{entries}")
+    baseline = load_baseline(path)
+    assert baseline is not None
+    assert baseline.tests == {"t::a": {"rss_peak": 1, "rss_retained": 5}, "t::b": {"rss_peak": 3, "rss_retained": 5}}
+    path.write_text(f"schema: 1\ntests:\n{entries}    rss_peak: 4\n")
+    with pytest.raises(BaselineError, match="duplicate entry 'rss_peak' \\(line 9\\)"):
+        load_baseline(path)
+
+
 @pytest.mark.parametrize("tests", ["tests:\n  t::a:\n    rss_peak: 1\n", "tests: {t::a: {rss_peak: 1}}\n"])
 def test_hand_edited_environment_numbers_read_as_written(tmp_path: Path, tests: str) -> None:
     # unquoted, YAML reads 3.10 as the float 3.1: the gate would then report a different Python
