@@ -20,6 +20,7 @@ Ctrl-C never leaves half a baseline behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -28,7 +29,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any, Iterable, Iterator, Mapping, Optional, Union
 
 import yaml
 
@@ -44,6 +45,7 @@ __all__ = [
     "current_environment",
     "dump_baseline",
     "load_baseline",
+    "locked_for_update",
     "merge_baselines",
     "update_baseline",
     "write_atomic",
@@ -324,6 +326,33 @@ def _mode_for(target: Path) -> int:
         umask = os.umask(0)
         os.umask(umask)
         return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def locked_for_update(path: PathLike) -> Iterator[None]:
+    """Hold an exclusive lock for reading, updating and writing the baseline at ``path``, so two
+    runs updating it at once (two CI jobs in one checkout) do not write over each other's
+    entries. The lock is on the file's folder (``flock``): the rename that writes the file
+    replaces the file itself, and a lock file beside it would be one more file in the user's
+    repository. Where ``flock`` is not there (Windows) or the folder cannot be opened, nothing is
+    locked: the update is still atomic, only not serialised."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    folder = Path(os.path.realpath(os.fspath(path))).parent
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:  # not there yet (write_atomic makes it) or not readable
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):  # a file system without locks (some network mounts)
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing the descriptor releases the lock
 
 
 def write_atomic(path: PathLike, text: str) -> bool:

@@ -11,11 +11,13 @@ from typing import Collection, Iterable, Mapping, Optional, Sequence
 
 from .baseline import (
     Baseline,
+    BaselineError,
     Finding,
     compare_figures,
     current_environment,
     dump_baseline,
     load_baseline,
+    locked_for_update,
     update_baseline,
     write_atomic,
 )
@@ -131,13 +133,25 @@ class BaselineGate:
         )
 
     def _update(self, records: Sequence[MemoryRecord], result: GateResult) -> None:
+        """Write this run's results into the baseline as the file is now: another run may have
+        updated it since this one loaded it, and its entries stay (the file is read, updated
+        and written under :func:`~pytest_memguard.baseline.locked_for_update`)."""
         results = [(r.nodeid, figures_of(r.measurement), bool(r.findings)) for r in records]
-        updated = update_baseline(self.baseline, results, self.environment)
-        before = {} if self.baseline is None else self.baseline.tests
-        result.changed_entries = sum(1 for nodeid, figures in updated.tests.items() if before.get(nodeid) != figures)
         try:
-            if write_atomic(self.path, dump_baseline(updated)):
-                result.written = self.path
+            with locked_for_update(self.path):
+                try:
+                    current = load_baseline(self.path)
+                except BaselineError as exc:  # changed under this run into something unreadable: keep it
+                    result.held = f"it changed during this run and no longer reads, so it was left as it is ({exc})"
+                    result.write_failed = True
+                    return
+                updated = update_baseline(current, results, self.environment)
+                before = {} if current is None else current.tests
+                result.changed_entries = sum(
+                    1 for nodeid, figures in updated.tests.items() if before.get(nodeid) != figures
+                )
+                if write_atomic(self.path, dump_baseline(updated)):
+                    result.written = self.path
         except (OSError, UnicodeError) as exc:  # an unwritable place: said, and the run fails
             result.held = f"could not write it: {exc}"
             result.write_failed = True

@@ -17,12 +17,14 @@ from pytest_memguard.baseline import (
     compare_figures,
     dump_baseline,
     load_baseline,
+    locked_for_update,
     merge_baselines,
     update_baseline,
     write_atomic,
 )
 from pytest_memguard.config_file import ConfigFileError, load_config_file
-from pytest_memguard.gate import lowest
+from pytest_memguard.gate import BaselineGate, lowest
+from pytest_memguard.record import MemoryRecord
 from pytest_memguard.tolerance import DEFAULTS, NO_ABSOLUTE, Tolerance, ToleranceError, default_policy, parse_tolerance
 from pytest_memguard.tracker import Measurement
 
@@ -321,3 +323,57 @@ def test_merge_shards_keeps_the_larger_value_and_names_conflicts() -> None:
 def test_lowest_takes_each_figure_separately() -> None:
     runs = [Measurement(10, 5, None, None, 1), Measurement(8, 7, None, None, 0), Measurement(9, -1, None, None, 2)]
     assert lowest(runs) == Measurement(8, -1, None, None, 0)
+
+
+# -- two runs updating one baseline ----------------------------------------------------------
+def _record(nodeid: str, peak: int) -> MemoryRecord:
+    return MemoryRecord(nodeid, Measurement(peak, 0, None, None, 0))
+
+
+def test_an_update_keeps_the_entries_another_run_wrote_meanwhile(tmp_path: Path) -> None:
+    path = tmp_path / "b.yaml"
+    write_atomic(path, dump_baseline(Baseline(tests={"t::a": {"rss_peak": 1}}, environment=ENV)))
+    gate = BaselineGate.load(path, default_policy())
+    # another run, started at the same time, updates the file first
+    write_atomic(
+        path, dump_baseline(Baseline(tests={"t::a": {"rss_peak": 1}, "t::o": {"rss_peak": 7}}, environment=ENV))
+    )
+    result = gate.finish([_record("t::b", 5 * MIB)], update=True)
+    assert result.written == path
+    assert result.changed_entries == 1
+    loaded = load_baseline(path)
+    assert loaded is not None
+    assert loaded.tests == {
+        "t::a": {"rss_peak": 1},
+        "t::o": {"rss_peak": 7},
+        "t::b": {"rss_peak": 5 * MIB, "rss_retained": 0},
+    }
+
+
+def test_a_baseline_made_unreadable_during_the_run_is_left_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "b.yaml"
+    write_atomic(path, dump_baseline(Baseline(tests={"t::a": {"rss_peak": 1}}, environment=ENV)))
+    gate = BaselineGate.load(path, default_policy())
+    path.write_text("tests: [half an edit\n")
+    result = gate.finish([_record("t::b", 5 * MIB)], update=True)
+    assert result.write_failed
+    assert result.written is None
+    assert "changed during this run and no longer reads" in result.held
+    assert path.read_text() == "tests: [half an edit\n"
+
+
+def test_an_update_holds_a_lock_others_wait_for(tmp_path: Path) -> None:
+    fcntl = pytest.importorskip("fcntl")
+    path = tmp_path / "b.yaml"
+    with locked_for_update(path):
+        other = os.open(tmp_path, os.O_RDONLY)  # another open of the folder: as another process would
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(other)
+    other = os.open(tmp_path, os.O_RDONLY)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released
+    finally:
+        os.close(other)
