@@ -360,10 +360,12 @@ class MemguardSession:
         passed = own and not self._reported_while_running
         whole = own and not self._subtest_failed
         left = self._left_behind(measurement, growth) if passed and self._screens(plan) else None
-        if left is not None and SCREENING.suspect(left):
+        suspect = left is not None and SCREENING.suspect(left)
+        if suspect:
             growth = self._less_new_patterns(growth)
             left = self._left_behind(measurement, growth)
-        if not plan.limits and self.gate is None and (left is None or not SCREENING.suspect(left)):
+            suspect = SCREENING.suspect(left)
+        if not plan.limits and self.gate is None and not suspect:
             # Most tests: no limit, no baseline, not a suspect, so nothing to judge but "ok".
             # Going straight there spares ~10-15 µs a test of the general path below.
             self._attach(MemoryRecord(nodeid, measurement), reports, whole)
