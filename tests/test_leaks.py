@@ -459,7 +459,7 @@ def test_slow_first_call_cache():
     CACHE.setdefault("table", bytes(8 * 1024))  # a little memory, kept once
 
 def test_ran():
-    assert len(RUNS) == {expected}
+    assert {ran}
 """
 
 
@@ -470,7 +470,10 @@ def test_ran():
 def test_a_slow_test_that_kept_a_little_is_not_rerun_unless_asked(
     pytester: pytest.Pytester, args: tuple[str, ...], expected: int
 ) -> None:
-    pytester.makepyfile(test_slow=SLOW_SMALL.replace("{expected}", str(expected)))
+    # checked: re-run at least once (a busy machine can move a clean re-run's C heap enough
+    # for a second quick one); spared: never
+    ran = "len(RUNS) == 1" if expected == 1 else f"len(RUNS) >= {expected}"
+    pytester.makepyfile(test_slow=SLOW_SMALL.replace("{ran}", ran))
     result, tests = verdicts(pytester, "-p", "no:randomly", *args)
     result.assert_outcomes(passed=2)
     leak = tests["test_slow_first_call_cache"]["leak"]
