@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import json
@@ -172,6 +173,38 @@ def test_pytest_pluggy_and_memguard_frames_never_appear() -> None:
     assert {group.name for group in result.by_component}.isdisjoint({"pytest", "_pytest", "pluggy"})
     assert any(site.lineno == SMALL_LINE for site in result.top_by_size)
     assert len(kept) + len(from_pytest) + len(from_pluggy) == 1400
+
+
+Pair = collections.namedtuple("Pair", ["left", "right"])  # its __new__ is generated code: "<string>"
+
+
+def test_frozen_modules_and_generated_methods_allocate_for_their_caller(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``os`` is a frozen module (``<frozen os>``) from Python 3.11 on, and namedtuple's methods
+    are generated (``<string>``): like the rest of the standard library, what they allocate for
+    pytest (monkeypatch.setenv, capsys' CaptureResult) is not a site, and for the test it is."""
+    names = [f"MEMGUARD_OWN_{i}" for i in range(300)]
+    with tracing(10):
+        before = tracemalloc.take_snapshot()
+        _, for_pytest = [monkeypatch.setenv(f"MEMGUARD_{i}", "x" * 64) for i in range(300)], sys._getframe().f_lineno
+        results, from_pytest = [capsys.readouterr() for _ in range(300)], sys._getframe().f_lineno
+        _, set_here = [os.environ.update({name: "y" * 64}) for name in names], sys._getframe().f_lineno
+        pairs, made_here = [Pair(i, -i) for i in range(300)], sys._getframe().f_lineno
+        after = tracemalloc.take_snapshot()
+    for name in names:
+        del os.environ[name]
+    result = analyze_snapshots(before, after, top=1000, stack_depth=10)
+    # sites headed by os or a namedtuple's __new__, and the lines of this test they reach
+    borrowed = [where.split(" <- ") for where in all_sites(result) if not where.startswith(f"{SHORT}:")]
+    called_from = {
+        line
+        for line in (for_pytest, from_pytest, set_here, made_here)
+        for frames in borrowed
+        if f"{SHORT}:{line}" in frames
+    }
+    assert called_from == {set_here, made_here}
+    assert len(results) == len(pairs) == 300
 
 
 # tracemalloc's own filter_traces/compare_to cost minutes on a process-wide trace table: these need a fresh one.
