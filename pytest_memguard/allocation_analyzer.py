@@ -233,11 +233,15 @@ def _changes_from_statistics(before: tracemalloc.Snapshot, after: tracemalloc.Sn
     ]
 
 
-def _for_its_caller(filename: str, file_info: Callable[[str], tuple[bool, str, str]]) -> bool:
+def _for_its_caller(frame: tuple[str, int], file_info: Callable[[str], tuple[bool, str, str]]) -> bool:
     """Whether what a frame allocates is its caller's: a frame of the standard library, its frozen
-    modules (``<frozen os>``, ``<frozen codecs>``) included, or of a method that namedtuple or
-    dataclasses generated (``<string>``)."""
-    return filename.startswith("<frozen ") or filename == "<string>" or file_info(filename)[1] == STDLIB
+    modules (``<frozen os>``, ``<frozen codecs>``) included, or a namedtuple's generated
+    ``__new__`` (``<string>:1``, Python 3.8-3.13). Other ``<string>`` lines are code a user
+    compiled (an exec'd test function, called by pytest itself), which stays the test's own."""
+    filename, lineno = frame
+    if filename == "<string>":
+        return lineno == 1
+    return filename.startswith("<frozen ") or file_info(filename)[1] == STDLIB
 
 
 def _names(filename: str, lineno: int, file_info: Callable[[str], tuple[bool, str, str]]) -> tuple[str, ...]:
@@ -291,11 +295,11 @@ def analyze_snapshots(
         pytest's capture, ``warnings`` in our re-run), when the traceback reaches that far. Frozen
         modules and generated methods count as the standard library there: pytest 8.1's capture
         decoding in ``<frozen codecs>``, ``os.environ`` set by pytest in ``<frozen os>`` and
-        namedtuples made by pytest (``<string>``) were shown as the test's sites."""
+        namedtuples made by pytest (``<string>:1``) were shown as the test's sites."""
         if traceback not in site_frames:
             kept = [frame for frame in traceback if not file_info(frame[0])[0]]
             kept = [frame for i, frame in enumerate(kept) if i == 0 or frame != kept[i - 1]]
-            caller = next((frame for frame in traceback if not _for_its_caller(frame[0], file_info)), None)
+            caller = next((frame for frame in traceback if not _for_its_caller(frame, file_info)), None)
             excluded = not traceback or file_info(traceback[0][0])[0] or bool(caller and file_info(caller[0])[0])
             site_frames[traceback] = None if excluded else tuple(kept[:stack_depth])
         return site_frames[traceback]

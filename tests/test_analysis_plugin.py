@@ -267,6 +267,23 @@ def test_a_leak_and_a_regression_are_explained_under_their_lines(pytester: pytes
     )
 
 
+def test_a_test_function_compiled_from_a_string_keeps_its_sites(pytester: pytest.Pytester) -> None:
+    """Its frames are ``<string>``, as a namedtuple's generated ``__new__`` is, but pytest calls
+    it itself: what it allocates is the test's, not pytest's."""
+    pytester.makepyfile(
+        test_made="""
+        KEPT = []
+        SOURCE = "def test_made():\\n    KEPT.append([str(i) * 3 for i in range(20000)])\\n"
+        exec(compile(SOURCE, "<string>", "exec"), globals())
+        """
+    )
+    _, tests = run(pytester, "--memguard-leaks=warn")
+    assert tests["test_made"]["verdict"] == "leak"
+    analysis = tests["test_made"]["analysis"]
+    assert sites(analysis, "top_by_size")[0] == "<string>:2"
+    assert analysis["retained_bytes"] > 1024 * 1024
+
+
 # A library the test and its fixture call: sites are in it, operations are its callers.
 HELPERS = """
 def build(mib):
