@@ -121,28 +121,48 @@ _SafeDumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumpe
 
 
 class _StrictLoader(_SafeLoader):  # type: ignore[valid-type,misc]
-    """Safe loading that refuses duplicate keys (PyYAML silently keeps the last one) and keeps
-    YAML's merge keys (``<<: *anchor``), which a constructor of mappings must flatten itself."""
+    """Safe loading that refuses duplicate keys (PyYAML silently keeps the last one), reads YAML's
+    merge keys (``<<: *anchor``) itself, and reads the environment's numbers as written."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if key_node.tag == _STR_TAG and key_node.value == "environment":
+                    _numbers_as_written(value_node)
+        return super().construct_document(node)
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: dict[Any, Any] = {}
-    own: set[Any] = set()  # keys written in this mapping itself; merged ones (<<: *anchor) may be overridden
-    merged = 0
-    if any(key_node.tag == _MERGE_TAG for key_node, _ in node.value):
-        written = sum(key_node.tag != _MERGE_TAG for key_node, _ in node.value)
-        loader.flatten_mapping(node)  # the merged pairs first, then the mapping's own
-        merged = len(node.value) - written
-    for index, (key_node, value_node) in enumerate(node.value):
+    merged: dict[Any, Any] = {}
+    own: dict[Any, Any] = {}  # keys written in this mapping itself: they override merged ones
+    for key_node, value_node in node.value:
+        if key_node.tag == _MERGE_TAG:
+            # <<: *a or <<: [*a, *b]: of those, the first named wins (YAML's merge key); each
+            # source is a mapping constructed (and checked for duplicates) on its own
+            for source in reversed(_merge_sources(key_node, value_node)):
+                merged.update(loader.construct_object(source, deep=deep))
+            continue
         key = loader.construct_object(key_node, deep=deep)
-        if index >= merged:
-            if key in own:
-                raise BaselineError(f"duplicate entry {key!r} (line {key_node.start_mark.line + 1}); keep one of them")
-            own.add(key)
-        if key == "environment" and isinstance(value_node, yaml.MappingNode):
-            _numbers_as_written(value_node)
-        seen[key] = loader.construct_object(value_node, deep=deep)
-    return seen
+        line = key_node.start_mark.line + 1
+        try:
+            written_twice = key in own
+        except TypeError:  # a list or a mapping as a key (YAML's "? [a, b]")
+            raise BaselineError(
+                f"the key at line {line} is a {type(key).__name__}; keys are names or test ids"
+            ) from None
+        if written_twice:
+            raise BaselineError(f"duplicate entry {key!r} (line {line}); keep one of them")
+        own[key] = loader.construct_object(value_node, deep=deep)
+    return {**merged, **own}
+
+
+def _merge_sources(key_node: yaml.Node, value_node: yaml.Node) -> list[yaml.MappingNode]:
+    if isinstance(value_node, yaml.MappingNode):
+        return [value_node]
+    if isinstance(value_node, yaml.SequenceNode) and all(isinstance(n, yaml.MappingNode) for n in value_node.value):
+        return list(value_node.value)
+    line = key_node.start_mark.line + 1
+    raise BaselineError(f"'<<' at line {line} must merge a mapping or a list of mappings")
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
@@ -150,11 +170,18 @@ _NUMBER_TAGS = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-def _numbers_as_written(environment: yaml.MappingNode) -> None:
-    """Read the environment's numbers as the text written: a hand-edited, unquoted ``python:
-    3.10`` is the float 3.1 to YAML, and would then be reported as a different Python."""
-    for _, value_node in environment.value:
-        if isinstance(value_node, yaml.ScalarNode) and value_node.tag in _NUMBER_TAGS:
+def _numbers_as_written(environment: yaml.Node) -> None:
+    """Read the environment's numbers (merged ones too) as the text written: a hand-edited,
+    unquoted ``python: 3.10`` is the float 3.1 to YAML, and would then be reported as a different
+    Python."""
+    if not isinstance(environment, yaml.MappingNode):
+        return
+    for key_node, value_node in environment.value:
+        if key_node.tag == _MERGE_TAG:
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for source in sources:
+                _numbers_as_written(source)
+        elif isinstance(value_node, yaml.ScalarNode) and value_node.tag in _NUMBER_TAGS:
             value_node.tag = _STR_TAG
 
 
@@ -343,8 +370,9 @@ def locked_for_update(path: PathLike) -> Iterator[None]:
         return
     folder = Path(os.path.realpath(os.fspath(path))).parent
     try:
+        folder.mkdir(parents=True, exist_ok=True)  # a new baseline's: made here so it is locked too
         descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:  # not there yet (write_atomic makes it) or not readable
+    except OSError:  # not readable, or not ours to make (write_atomic will say why)
         yield
         return
     try:

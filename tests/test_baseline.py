@@ -191,6 +191,33 @@ def test_merge_keys_read_and_may_be_overridden_but_not_written_twice(tmp_path: P
         load_baseline(path)
 
 
+@pytest.mark.parametrize(
+    ("text", "tests", "environment"),
+    [
+        # of several merged mappings, the first named wins (YAML's merge key)
+        (
+            "tests:\n  t::a: &a {rss_peak: 1, rss_retained: 1}\n  t::b: &b {rss_peak: 2, heap_peak: 2}\n"
+            "  t::c:\n    <<: [*a, *b]\n",
+            {
+                "t::a": {"rss_peak": 1, "rss_retained": 1},
+                "t::b": {"rss_peak": 2, "heap_peak": 2},
+                "t::c": {"rss_peak": 1, "rss_retained": 1, "heap_peak": 2},
+            },
+            {},
+        ),
+        ("environment: {<<: {python: 3.10}}\ntests: {}\n", {}, {"python": "3.10"}),
+        # only the top-level environment's numbers are text: a test with that name keeps its figures
+        ("tests: {environment: {rss_peak: 100}}\n", {"environment": {"rss_peak": 100}}, {}),
+    ],
+)
+def test_merge_keys_and_environment_edge_cases(
+    tmp_path: Path, text: str, tests: dict[str, dict[str, int]], environment: dict[str, str]
+) -> None:
+    path = tmp_path / "b.yaml"
+    path.write_text(f"schema: 1\n{text}")
+    assert load_baseline(path) == Baseline(tests=tests, environment=environment)
+
+
 @pytest.mark.parametrize("tests", ["tests:\n  t::a:\n    rss_peak: 1\n", "tests: {t::a: {rss_peak: 1}}\n"])
 def test_hand_edited_environment_numbers_read_as_written(tmp_path: Path, tests: str) -> None:
     # unquoted, YAML reads 3.10 as the float 3.1: the gate would then report a different Python
@@ -220,6 +247,9 @@ def test_hand_edited_environment_numbers_read_as_written(tmp_path: Path, tests: 
         ("schema: 1\ntests:\n  t::a: {rss_peak: -5}\n", "rss_peak cannot be negative"),
         ("schema: 1\ntests:\n  t::a: {rss_peak: 1}\n  t::a: {rss_peak: 2}\n", "duplicate entry 't::a' \\(line 4\\)"),
         ("schema: 1\ntests:\n  t::a: !!python/object/apply:os.system ['true']\n", "not valid YAML"),
+        ("schema: 1\ntests:\n  t::a: {<<: {rss_peak: 1, rss_peak: 2}}\n", "duplicate entry 'rss_peak' \\(line 3\\)"),
+        ("schema: 1\ntests:\n  t::a: {<<: 5}\n", "'<<' at line 3 must merge a mapping or a list of mappings"),
+        ("schema: 1\ntests:\n  ? [a]\n  : {rss_peak: 1}\n", "the key at line 3 is a list"),
     ],
 )
 def test_bad_baselines_name_file_entry_and_fix(tmp_path: Path, text: str, message: str) -> None:
@@ -362,17 +392,18 @@ def test_a_baseline_made_unreadable_during_the_run_is_left_as_it_is(tmp_path: Pa
     assert path.read_text() == "tests: [half an edit\n"
 
 
-def test_an_update_holds_a_lock_others_wait_for(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["b.yaml", "new/sub/b.yaml"])  # a new baseline's folder is made, then locked
+def test_an_update_holds_a_lock_others_wait_for(tmp_path: Path, name: str) -> None:
     fcntl = pytest.importorskip("fcntl")
-    path = tmp_path / "b.yaml"
+    path = tmp_path / name
     with locked_for_update(path):
-        other = os.open(tmp_path, os.O_RDONLY)  # another open of the folder: as another process would
+        other = os.open(path.parent, os.O_RDONLY)  # another open of the folder: as another process would
         try:
             with pytest.raises(BlockingIOError):
                 fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
         finally:
             os.close(other)
-    other = os.open(tmp_path, os.O_RDONLY)
+    other = os.open(path.parent, os.O_RDONLY)
     try:
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released
     finally:
