@@ -3,14 +3,15 @@
 A cache with a size limit that gains an entry or two per run keeps growing for as many runs
 as it has room: typing's caches (``functools.lru_cache``, 128 entries per function: a class
 made per run and put in ``typing.List[...]`` adds one), ``re``'s compiled patterns (512),
-hypothesis' strategy cache (1,024) and its pool of choice constraints (4,096: a property test
-of python-dateutil's was confirmed as leaking while it filled, as hypothesis met new
-examples), and CPython's type attribute cache (4,096 slots), which
-keeps the name of each lookup it caches alive: a name built at run time (hypothesis'
-``getattr(data, f"draw_{kind}")``, ``"cached_" + name``) is a new string at every call and can
-take a slot of its own, so its tests kept ~20 more strings a run for some 80 runs, up to
-~256 KiB in all. Over the few re-runs of a leak check that growth is
-steady and looks like a leak: on attrs' own suite 24 tests were confirmed as leaking.
+hypothesis' strategy cache (1,024), its pool of choice constraints (4,096) and its cache of
+the constants each set of constraints permits (1,024; two property tests of python-dateutil's
+were confirmed as leaking while these filled, as hypothesis met new examples), and CPython's
+type attribute cache (4,096 slots), which keeps the name of each lookup it caches alive: a
+name built at run time (hypothesis' ``getattr(data, f"draw_{kind}")``, ``"cached_" + name``)
+is a new string at every call and can take a slot of its own, so its tests kept ~20 more
+strings a run for some 80 runs, up to ~256 KiB in all. Over the few re-runs of a leak check
+that growth is steady and looks like a leak: on attrs' own suite 24 tests were confirmed as
+leaking.
 CPython's own leak hunter (``regrtest -R``) empties such caches between its runs for the
 same reason; so do we, before each sample. They are memoisations: emptied, they are only
 filled again. Unbounded caches are left alone: one of those growing is a leak.
@@ -52,6 +53,12 @@ def _clearers() -> list[Callable[[], object]]:
         if callable(clear_pool):
             clearers.append(clear_pool)
             break
+    # and its cache of the constants each set of constraints permits (an LRU of 1,024, one per
+    # thread, under .cache; in 6.170, not in 6.131), which hypothesis empties when it finds new ones
+    constants = getattr(sys.modules.get("hypothesis.internal.conjecture.providers"), "CONSTANTS_CACHE", None)
+    clear_constants = getattr(getattr(constants, "cache", None), "clear", None)
+    if callable(clear_constants):
+        clearers.append(clear_constants)
     strategy_cache = sys.modules.get("hypothesis.strategies._internal.utils")
     # clear_strategy_cache in recent releases (6.170), clear_cache in older ones (6.130)
     for name in ("clear_strategy_cache", "clear_cache"):

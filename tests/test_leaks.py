@@ -446,6 +446,39 @@ def test_a_clean_hypothesis_suspect_is_cleared_by_one_rerun(pytester: pytest.Pyt
     assert tests["test_draws"]["leak"]["runs"] == 2  # the first run and one quick re-run
 
 
+def test_a_hypothesis_test_meeting_new_bounds_each_run_is_no_leak(pytester: pytest.Pytester) -> None:
+    """hypothesis keeps the constants each set of constraints permits in an LRU of 1,024; a test
+    drawing between bounds no run met before adds entries at every run, steadily over a leak
+    check's re-runs (python-dateutil's test_rrule_roundtrip[pickle-disabled]: st.datetimes'
+    bounds change with each example; confirmed at ~600 B a run)."""
+    pytest.importorskip("hypothesis")
+    pytester.makepyfile(
+        test_h="""
+        import itertools
+        from hypothesis import given, settings, strategies
+
+        RUNS = itertools.count()
+
+        @settings(database=None, derandomize=True, max_examples=50, deadline=None)
+        @given(data=strategies.data())
+        def draws(start, data):
+            for k in range(20):
+                data.draw(strategies.integers(start + k, start + 10**6))
+
+        def test_new_bounds_each_run():
+            import plistlib  # first call: a suspect
+            draws(1000 * next(RUNS))
+
+        def test_last():
+            pass
+        """
+    )
+    result, tests = verdicts(pytester, "-p", "no:randomly", "--memguard-leak-slow=check", "--memguard-leaks=warn")
+    result.assert_outcomes(passed=2)
+    assert tests["test_new_bounds_each_run"]["leak"]["runs"] >= 2  # it was a suspect, and re-run
+    assert tests["test_new_bounds_each_run"]["verdict"] == "ok"
+
+
 def test_xdist_workers_confirm_leaks_too(pytester: pytest.Pytester) -> None:
     pytest.importorskip("xdist")
     pytester.makepyfile(test_leaky=LEAKY)
