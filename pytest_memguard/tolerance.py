@@ -82,6 +82,11 @@ _HELP = "write e.g. '10%', '10% floor=256KiB', '5% absolute=1MiB'"
 def parse_tolerance(text: object, base: Tolerance) -> Tolerance:
     """Parse a tolerance string on top of ``base`` (parts not given keep ``base``'s)."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
+        if 0 < text < 1:  # a fraction to some (0.2 for 20%), a percentage to others
+            raise ToleranceError(
+                f"{text!r} is ambiguous: a number is read as a percentage ({text}%); "
+                f"write '{text * 100:g}%' for {text * 100:g} percent, or '{text}%'"
+            )
         text = f"{text}%"
     if not isinstance(text, str) or not text.strip():
         raise ToleranceError(f"{text!r} is not a tolerance: {_HELP}")

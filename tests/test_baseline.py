@@ -63,9 +63,10 @@ def test_parse_tolerance(spec: object, expected: Tolerance) -> None:
         ("10% ceiling=1MiB", "unknown tolerance part 'ceiling'"),
         ("floor=big", "floor= in tolerance 'floor=big'"),
         ("", "is not a tolerance"),
+        (0.2, "0.2 is ambiguous: a number is read as a percentage \\(0.2%\\); write '20%' for 20 percent, or '0.2%'"),
     ],
 )
-def test_bad_tolerance(spec: str, message: str) -> None:
+def test_bad_tolerance(spec: object, message: str) -> None:
     with pytest.raises(ToleranceError, match=message):
         parse_tolerance(spec, DEFAULTS["rss_peak"])
 
