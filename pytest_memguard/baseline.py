@@ -178,8 +178,7 @@ def _numbers_as_written(environment: yaml.Node) -> None:
         return
     for key_node, value_node in environment.value:
         if key_node.tag == _MERGE_TAG:
-            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
-            for source in sources:
+            for source in _merge_sources(key_node, value_node):
                 _numbers_as_written(source)
         elif isinstance(value_node, yaml.ScalarNode) and value_node.tag in _NUMBER_TAGS:
             value_node.tag = _STR_TAG
